@@ -1,0 +1,100 @@
+"""Backends: turn embeddings into anomaly scores, scikit-learn/PyOD style.
+
+``__init__`` stores parameters; ``fit(X, domains)`` learns from normal training embeddings of one
+machine type and returns ``self``; ``score(X)`` returns higher = more anomalous; fitted attributes end
+in ``_``; ``threshold_`` is fitted on training scores only (leave-one-out where a backend would
+otherwise score a clip against itself), so decisions never need anomalous data.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+_REGISTRY: dict[str, type] = {}
+_MODULES = ("asd.backends.knn", "asd.backends.kmeans", "asd.backends.mahalanobis")
+
+
+def register(name: str):
+    def deco(cls):
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return deco
+
+
+def _load() -> None:
+    for mod in _MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def available() -> list[str]:
+    _load()
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str, **params):
+    _load()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**params)
+
+
+def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: float = 0.9) -> float:
+    """Decision threshold from normal training scores only.
+
+    ``gamma``: the ``quantile`` of a Gamma distribution fitted to the scores (the official baseline's
+    rule, 0.9 by default); ``quantile``: the plain empirical quantile.
+    """
+    s = np.asarray(train_scores, dtype=float)
+    s = s[np.isfinite(s)]
+    if len(s) == 0:
+        raise ValueError("no finite training scores to fit a threshold on")
+    if method == "quantile" or len(s) < 3 or np.ptp(s) == 0:
+        return float(np.quantile(s, quantile))
+    if method != "gamma":
+        raise ValueError(f"unknown threshold method {method!r} (gamma | quantile)")
+    import scipy.stats
+
+    shape, loc, scale = scipy.stats.gamma.fit(s)
+    return float(scipy.stats.gamma.ppf(quantile, shape, loc=loc, scale=scale))
+
+
+class Backend:
+    """Base: subclasses implement ``_fit(X, domains)``, ``score(X)`` and ``_train_scores(X, domains)``."""
+
+    def __init__(self, threshold: str = "gamma", threshold_quantile: float = 0.9):
+        self.threshold = threshold
+        self.threshold_quantile = threshold_quantile
+
+    def fit(self, X: np.ndarray, domains: np.ndarray):
+        X = np.asarray(X, dtype=np.float64)
+        domains = np.asarray(domains)
+        self._fit(X, domains)
+        self.train_scores_ = self._train_scores(X, domains)
+        self.threshold_ = fit_threshold(self.train_scores_, self.threshold, self.threshold_quantile)
+        return self
+
+    def decide(self, X: np.ndarray) -> np.ndarray:
+        """1 = anomalous (score above ``threshold_``)."""
+        return (self.score(X) > self.threshold_).astype(int)
+
+    def _train_scores(self, X: np.ndarray, domains: np.ndarray) -> np.ndarray:
+        return self.score(X)
+
+
+@register("recon")
+class Recon(Backend):
+    """The frontend's own score (autoencoder reconstruction error), passed through: ``X`` is ``(n, 1)``."""
+
+    def _fit(self, X, domains):
+        self.n_train_ = len(X)
+
+    def score(self, X):
+        return np.asarray(X, dtype=np.float64)[:, 0]

@@ -1,0 +1,170 @@
+"""The ``asd`` command line: parse, then call :mod:`asd.pipeline`. Heavy imports happen inside commands.
+
+Every command that creates MLflow runs prints ``run_id: <ID>`` as its last line of standard output.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                        help="Where datasets live (default: $ASD_DATA_DIR or ./data).")
+MACHINES = click.option("--machines", default="", help="Comma-separated machine types (default: all).")
+SETS = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                    help="Override a config field, e.g. --set train.epochs=5 (repeatable).")
+
+
+def _data_dir(value: str | None) -> str:
+    from asd.data.index import default_data_dir
+
+    return str(value or default_data_dir())
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def _done(run_ids) -> None:
+    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+    for rid in ids[:-1]:
+        click.echo(f"run_id: {rid}")
+    click.echo(f"run_id: {ids[-1]}")
+
+
+class _Group(click.Group):
+    """Turns our known error types into one clear line instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001
+            known = ("ClipIndexError", "AudioError", "ConfigError", "DownloadError", "ArchiveError", "ValueError",
+                     "FileNotFoundError", "RuntimeError")
+            if type(e).__name__ in known and not ctx.obj.get("debug"):
+                click.echo(f"error: {type(e).__name__}: {e}", err=True)
+                sys.exit(2)
+            raise
+
+
+@click.group(cls=_Group)
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option("-v", "--verbose", is_flag=True)
+@click.version_option(package_name="asd")
+@click.pass_context
+def main(ctx, debug: bool, verbose: bool) -> None:
+    """asd: anomalous sound detection on DCASE Task 2 data, tracked in MLflow."""
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--dataset", default="toy", show_default=True, help="toy or dcase2020 ... dcase2026.")
+@click.option("--split", type=click.Choice(["dev", "eval", "all"]), default="all", show_default=True)
+@MACHINES
+@DATA_DIR
+@click.option("--mirror", default=None, help="Fetch every file as URL/<file name> instead of its official location.")
+@click.option("--archives", type=click.Path(file_okay=False), default=None, help="Use archives already in DIR.")
+@click.option("--check", is_flag=True, help="Only check an existing index against the official counts.")
+@click.option("--strict", is_flag=True, help="Count mismatches are errors, not warnings.")
+def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict) -> None:
+    """Download (or generate), unpack and index a dataset."""
+    data_dir = _data_dir(data_dir)
+    if check:
+        if dataset == "toy":
+            from asd.data.index import read_index
+
+            df = read_index(data_dir, dataset)
+            click.echo(f"{dataset}: {len(df)} clips, {df['machine'].nunique()} machines: index OK")
+            return
+        from asd.data.dcase import check_index
+
+        for line in check_index(dataset, data_dir, strict=strict):
+            click.echo(f"warning: {line}", err=True)
+        click.echo(f"{dataset}: index OK")
+        return
+    from asd.pipeline import run_prepare
+
+    _done(run_prepare(dataset, data_dir, split=split, machines=_csv(machines), mirror=mirror, archives=archives,
+                      strict=strict))
+
+
+@main.command()
+@click.option("--dataset", default="toy", show_default=True)
+@click.option("--recipe", default="ae", show_default=True, help="A named recipe (see `asd recipes`).")
+@MACHINES
+@SETS
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Default: auto.")
+@click.option("--seed", type=int, default=None, help="Random seed (default: the recipe's, 0).")
+@click.option("--seeds", default="", help="Several seeds, e.g. 0,1,2,3: one train run each.")
+@click.option("--resume", "resume", default=None, metavar="RUN_ID", help="Continue an interrupted train run.")
+@DATA_DIR
+def train(dataset, recipe, machines, sets, device, seed, seeds, resume, data_dir) -> None:
+    """Train a recipe (a run that records the config, and weights where the method has any)."""
+    from asd.config import load_recipe
+    from asd.pipeline import run_train
+
+    data_dir = _data_dir(data_dir)
+    if resume:
+        _done(run_train(None, data_dir, resume_run=resume))
+        return
+    base = [f"data.dataset={dataset}", *sets]
+    if machines:
+        base.append(f"data.machines={machines}")
+    if device:
+        base.append(f"train.device={device}")
+    seed_list = [int(s) for s in _csv(seeds)] or [seed]
+    ids = []
+    for s in seed_list:
+        extra = [f"train.seed={s}"] if s is not None else []
+        ids.append(run_train(load_recipe(recipe, base + extra), data_dir))
+    _done(ids)
+
+
+@main.command()
+@click.option("--run-id", default=None, help="A train run to evaluate.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None)
+@click.option("--backend", "backends", multiple=True, help="Backend(s); one evaluate run each (default: the recipe's).")
+@SETS
+@click.option("--no-umap", is_flag=True, help="Skip the UMAP figures.")
+@DATA_DIR
+def evaluate(run_id, checkpoint, backends, sets, no_umap, data_dir) -> None:
+    """Score every test clip of a trained method and log the metrics."""
+    from asd.pipeline import run_evaluate
+
+    _done(run_evaluate(_data_dir(data_dir), run_id=run_id, checkpoint=checkpoint, backends=list(backends) or None,
+                       overrides=list(sets), umap=not no_umap))
+
+
+@main.command(name="main")
+@click.option("--dataset", default="toy", show_default=True)
+@click.option("--recipes", default="ae,raw_spec", show_default=True)
+@MACHINES
+@SETS
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-umap", is_flag=True)
+@DATA_DIR
+def main_cmd(dataset, recipes, machines, sets, device, seed, no_umap, data_dir) -> None:
+    """The whole pipeline: prepare, then train and evaluate each recipe, under one parent run."""
+    from asd.pipeline import run_main
+
+    _done(run_main(dataset, _csv(recipes), _csv(machines) or None, list(sets), _data_dir(data_dir), device, seed,
+                   umap=not no_umap))
+
+
+@main.command()
+def recipes() -> None:
+    """List the named recipes and their settings."""
+    from asd.recipes import RECIPES
+
+    for name, preset in RECIPES.items():
+        click.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
+
+
+if __name__ == "__main__":
+    main()
