@@ -13,6 +13,8 @@ import click
 DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                         help="Where datasets live (default: $ASD_DATA_DIR or ./data).")
 MACHINES = click.option("--machines", default="", help="Comma-separated machine types (default: all).")
+TOY = click.option("--toy", "toy", default=None, metavar="K=V,...",
+                   help="Size of the built-in toy set, e.g. seconds=2,n_source_train=50,n_test=20 (remembered).")
 SETS = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                     help="Override a config field, e.g. --set train.epochs=5 (repeatable).")
 
@@ -71,7 +73,8 @@ def main(ctx, debug: bool, verbose: bool) -> None:
 @click.option("--archives", type=click.Path(file_okay=False), default=None, help="Use archives already in DIR.")
 @click.option("--check", is_flag=True, help="Only check an existing index against the official counts.")
 @click.option("--strict", is_flag=True, help="Count mismatches are errors, not warnings.")
-def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict) -> None:
+@TOY
+def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict, toy) -> None:
     """Download (or generate), unpack and index a dataset."""
     data_dir = _data_dir(data_dir)
     if check:
@@ -90,7 +93,7 @@ def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict)
     from asd.pipeline import run_prepare
 
     _done(run_prepare(dataset, data_dir, split=split, machines=_csv(machines), mirror=mirror, archives=archives,
-                      strict=strict))
+                      strict=strict, toy_spec=toy))
 
 
 @main.command()
@@ -148,13 +151,14 @@ def evaluate(run_id, checkpoint, backends, sets, no_umap, data_dir) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-umap", is_flag=True)
+@TOY
 @DATA_DIR
-def main_cmd(dataset, recipes, machines, sets, device, seed, no_umap, data_dir) -> None:
+def main_cmd(dataset, recipes, machines, sets, device, seed, no_umap, toy, data_dir) -> None:
     """The whole pipeline: prepare, then train and evaluate each recipe, under one parent run."""
     from asd.pipeline import run_main
 
     _done(run_main(dataset, _csv(recipes), _csv(machines) or None, list(sets), _data_dir(data_dir), device, seed,
-                   umap=not no_umap))
+                   umap=not no_umap, toy_spec=toy))
 
 
 @main.command()

@@ -27,7 +27,8 @@ def run_prepare(dataset: str, data_dir: str | Path, split: str = "all", machines
     mlflow = tracking.setup()
     with tracking.stage_run(f"prepare-{dataset}", "prepare", {"asd.dataset": dataset}) as run:
         tracking.log_params_once({"data.dataset": dataset, "prepare.split": split,
-                                  "prepare.machines": ",".join(machines or []) or "all"})
+                                  "prepare.machines": ",".join(machines or []) or "all",
+                                  **({"prepare.toy": str(toy_spec)} if toy_spec else {})})
         t0 = time.time()
         path = prepare(dataset, data_dir, split=split, machines=machines, mirror=mirror, archives=archives,
                        strict=strict, toy_spec=toy_spec)
@@ -48,7 +49,7 @@ def run_train(cfg: Config, data_dir: str | Path, resume_run: str | None = None) 
     import mlflow
 
     from asd.data.index import read_index
-    from asd.train import load_checkpoint, train
+    from asd.train import family_of, load_checkpoint, train
 
     tracking.setup()
     resume = None
@@ -60,20 +61,24 @@ def run_train(cfg: Config, data_dir: str | Path, resume_run: str | None = None) 
         if not resume_run:
             tracking.log_params_once(cfg.flat())
             mlflow.log_text(to_yaml(cfg), "config.yaml")
-        with tracking.artifact_dir(run, "checkpoints") as ckpt_dir:
-            if resume_run:
-                last = ckpt_dir / "last.pt"
-                if not last.exists():
-                    last = tracking.download(resume_run, "checkpoints/last.pt")
-                resume = load_checkpoint(last)
-                log.info("resuming %s from epoch %d", resume_run, resume["epoch"])
-            t0 = time.time()
+        t0 = time.time()
 
-            def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-                mlflow.log_metrics(metrics, step=epoch)
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics(metrics, step=epoch)
 
-            result = train(cfg, index, ckpt_dir, on_epoch=on_epoch, resume=resume)
-            mlflow.log_metrics({"train/seconds": time.time() - t0, "train/epochs_done": result.epochs})
+        if family_of(cfg.model.name) == "none":
+            train(cfg, index, None)  # nothing to learn: the run records the config only
+        else:
+            with tracking.artifact_dir(run, "checkpoints") as ckpt_dir:
+                if resume_run:
+                    last = ckpt_dir / "last.pt"
+                    if not last.exists():
+                        last = tracking.download(resume_run, "checkpoints/last.pt")
+                    resume = load_checkpoint(last)
+                    log.info("resuming %s from epoch %d", resume_run, resume["epoch"])
+                result = train(cfg, index, ckpt_dir, on_epoch=on_epoch, resume=resume)
+            mlflow.log_metric("train/epochs_done", result.epochs)
+        mlflow.log_metric("train/seconds", time.time() - t0)
         return run.info.run_id
 
 
@@ -150,7 +155,7 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
 
 def run_main(dataset: str = "toy", recipes: list[str] | None = None, machines: list[str] | None = None,
              overrides: list[str] | None = None, data_dir: str | Path = "data", device: str = "auto",
-             seed: int = 0, umap: bool = True) -> str:
+             seed: int = 0, umap: bool = True, toy_spec: str | None = None) -> str:
     """prepare -> (train -> evaluate) per recipe, as nested runs of one parent; returns the parent id."""
     import mlflow
 
@@ -158,7 +163,7 @@ def run_main(dataset: str = "toy", recipes: list[str] | None = None, machines: l
     recipes = recipes or ["ae", "raw_spec"]
     with tracking.stage_run(f"main-{dataset}", "main", {"asd.dataset": dataset}) as parent:
         tracking.log_params_once({"main.recipes": ",".join(recipes)})
-        run_prepare(dataset, data_dir, machines=machines)
+        run_prepare(dataset, data_dir, machines=machines, toy_spec=toy_spec)
         summary = {}
         for recipe in recipes:
             sets = [f"data.dataset={dataset}", f"train.device={device}", f"train.seed={seed}", *(overrides or [])]

@@ -60,10 +60,30 @@ def read_ground_truth_list(path: Path) -> dict[str, dict[str, str]]:
 
 def prepare_toy(data_dir: Path, split: str = "all", machines: list[str] | None = None, spec=None,
                 progress: bool = True) -> Path:
-    """Generate (or reuse) the toy set and index it from the files on disk."""
-    from asd.data.toy import generate
+    """Generate (or reuse) the toy set and index it from the files on disk.
+
+    ``spec`` (a :class:`asd.data.toy.ToySpec`, or ``"key=value,..."``) is remembered in
+    ``toy/toy_spec.json``: without one, an existing set keeps its size; with a different one, the old
+    clips are removed and the set is generated anew.
+    """
+    import dataclasses
+    import json
+    import shutil
+
+    from asd.data.toy import ToySpec, generate, parse_spec
 
     root = data_dir / "toy"
+    spec_file = root / "toy_spec.json"
+    old = ToySpec(**json.loads(spec_file.read_text())) if spec_file.exists() else None
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    spec = spec or old or ToySpec()
+    if old is not None and old != spec:
+        log.warning("toy spec changed (%s -> %s): regenerating %s", old, spec, root)
+        for sub in ("dev_data", "eval_data"):
+            shutil.rmtree(root / sub, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(json.dumps(dataclasses.asdict(spec)))
     generate(root, spec, machines=machines, progress=progress)
     df = scan_layout(root, "toy", 2023, gt_file=root / "eval_data_list_toy.csv", machines=machines)
     if split != "all":

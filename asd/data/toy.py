@@ -41,6 +41,20 @@ class ToySpec:
     severity: float = 1.0  # scales every anomaly
 
 
+def parse_spec(text: str) -> ToySpec:
+    """``"seconds=1,n_test=6"`` -> ToySpec with those fields changed (the CLI's ``--toy``)."""
+    import dataclasses
+
+    spec = ToySpec()
+    types = {f.name: f.type for f in dataclasses.fields(ToySpec)}
+    for item in filter(None, (x.strip() for x in text.replace(";", ",").split(","))):
+        key, _, value = item.partition("=")
+        if key not in types or not value:
+            raise ValueError(f"--toy {item!r}: expected key=value with key in {', '.join(types)}")
+        setattr(spec, key, float(value) if types[key] in ("float", float) else int(value))
+    return spec
+
+
 # Per machine type: attribute values per domain (key, source values, target values), the pass
 # frequency each attribute value implies, and the sound's character.
 MACHINES: dict[str, dict] = {
