@@ -44,7 +44,7 @@ def stage_run(name: str, stage: str, tags: dict | None = None, run_id: str | Non
         run = mlflow.start_run(run_id=run_id, nested=active is not None, **kwargs)
     elif active is None and os.environ.get("MLFLOW_RUN_ID"):
         run = mlflow.start_run(**kwargs)  # the run `mlflow run` created for this entry point
-        os.environ.pop("MLFLOW_RUN_ID")  # used once: a second stage must not reopen it
+        os.environ.pop("MLFLOW_RUN_ID", None)  # used once: a second stage must not reopen it
     else:
         run = mlflow.start_run(run_name=name, nested=active is not None, **kwargs)
     try:
