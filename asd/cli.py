@@ -170,5 +170,42 @@ def recipes() -> None:
         click.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
 
 
+@main.command()
+@click.option("--dataset", default="toy", show_default=True)
+@click.option("--n-trials", type=int, default=20, show_default=True,
+              help="Finished (complete + pruned) trials the study should hold; workers stop there.")
+@click.option("--storage", default="sqlite:///optuna.db", show_default=True,
+              help="Optuna RDB URL; e.g. postgresql://user:pw@host/db to share one study between machines.")
+@click.option("--study-name", default=None, help="Default: asd-<dataset>. An existing study is resumed.")
+@click.option("--objective", default=None, help="Metric to maximise (default dev_official; any logged metric).")
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]), default="maximize", show_default=True)
+@SETS
+@click.option("--space", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Search space YAML (default: asd/search_space.yaml).")
+@click.option("--pruner", default="median", show_default=True,
+              help="median | hyperband | none | NAME:key=value,... (e.g. threshold:lower=0.8).")
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
+@click.option("--seed", type=int, default=None, help="Sampler seed (give each parallel worker its own).")
+@click.option("--heartbeat", type=int, default=30, show_default=True, help="Seconds between trial heartbeats.")
+@click.option("--grace", type=int, default=120, show_default=True,
+              help="Seconds without heartbeat before a running trial counts as dead and is retried.")
+@click.option("--no-cache", is_flag=True, help="Retrain every frontend (no shared embedding cache).")
+@click.option("--best", is_flag=True, help="Print the best trial and the commands to retrain it; run nothing.")
+@DATA_DIR
+def search(dataset, n_trials, storage, study_name, objective, direction, sets, space, pruner, sampler, seed,
+           heartbeat, grace, no_cache, best, data_dir) -> None:
+    """Optuna search over losses, margins and backends; one MLflow parent run per study."""
+    from asd.search import SearchSettings, best_report, run_search
+
+    s = SearchSettings(dataset=dataset, n_trials=n_trials, data_dir=_data_dir(data_dir), storage=storage,
+                       study_name=study_name, objective=objective, direction=direction, sets=list(sets),
+                       space=space, pruner=pruner, sampler=sampler, seed=seed, heartbeat=heartbeat, grace=grace,
+                       cache=not no_cache)
+    if best:
+        click.echo(best_report(s))
+        return
+    _done(run_search(s))
+
+
 if __name__ == "__main__":
     main()

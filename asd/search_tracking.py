@@ -1,0 +1,179 @@
+"""MLflow side of a search: one parent run per study, one nested run per trial, summaries and plots.
+
+Everything goes through :class:`mlflow.tracking.MlflowClient` with explicit run ids, never the fluent
+"active run": a worker's trials, the heartbeat's stale-trial callback and the parent summary each name
+the run they write to, so parallel workers (other processes, other machines) cannot cross wires.
+
+Nesting is the ``mlflow.parentRunId`` tag (what ``start_run(nested=True)`` writes); it does not require
+the parent to be active, so the parent can be FINISHED by one worker while another is still adding
+trials (it is set back to RUNNING when a worker starts).
+
+Tags of a trial run: ``asd.stage=trial``, ``asd.study``, ``asd.trial`` (Optuna number), ``asd.state``
+(RUNNING, COMPLETE, PRUNED, FAIL), ``asd.frontend_key`` and ``asd.cache`` (hit, miss, off). A pruned
+trial's run is FINISHED with ``asd.state=PRUNED``; only a trial that raised is FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+log = logging.getLogger(__name__)
+PARENT_ATTR = "mlflow_parent_run_id"
+RUN_ATTR = "mlflow_run_id"
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def experiment_id(name: str | None = None) -> str:
+    """``$MLFLOW_EXPERIMENT_ID`` (inside ``mlflow run``), else the experiment ``name`` (created if new)."""
+    import mlflow
+
+    if os.environ.get("MLFLOW_EXPERIMENT_ID") and not name:
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME", "asd")
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return mlflow.create_experiment(name)
+    except Exception:  # noqa: BLE001 - another worker created it first
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def create_parent(exp_id: str, study_name: str, params: dict[str, str], space_yaml: str, tags: dict) -> str:
+    """The study's parent run (or the run ``mlflow run`` opened for this entry point)."""
+    c = client()
+    rid = os.environ.pop("MLFLOW_RUN_ID", None)
+    if rid is None:
+        rid = c.create_run(exp_id, run_name=f"search-{study_name}").info.run_id
+    for k, v in {"asd.stage": "search", "asd.study": study_name, **tags}.items():
+        c.set_tag(rid, k, v)
+    existing = c.get_run(rid).data.params
+    for k, v in params.items():
+        if k not in existing:
+            c.log_param(rid, k, v)
+    c.log_text(rid, space_yaml, "search_space.yaml")
+    return rid
+
+
+def start_trial(exp_id: str, parent: str, study_name: str, number: int, params: dict[str, str]) -> str:
+    c = client()
+    tags = {"mlflow.parentRunId": parent, "asd.stage": "trial", "asd.study": study_name,
+            "asd.trial": str(number), "asd.state": "RUNNING"}
+    rid = c.create_run(exp_id, run_name=f"trial-{number:04d}", tags=tags).info.run_id
+    log_params(rid, params)
+    return rid
+
+
+def log_params(rid: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client().log_batch(rid, params=items[i : i + 100])
+
+
+def log_metrics(rid: str, metrics: dict[str, float], step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+    for i in range(0, len(items), 1000):
+        client().log_batch(rid, metrics=items[i : i + 1000])
+
+
+def end_trial(rid: str, state: str) -> None:
+    """``state``: COMPLETE or PRUNED (run FINISHED), FAIL (FAILED) or KILLED."""
+    c = client()
+    c.set_tag(rid, "asd.state", state)
+    status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}.get(state, "KILLED")
+    c.set_terminated(rid, status)
+
+
+class StaleTrialCallback:
+    """Heartbeat-stale trial (its worker died): mark its MLflow run FAILED, then let Optuna retry it."""
+
+    def __init__(self, max_retry: int | None = 2):
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study, trial) -> None:
+        rid = trial.user_attrs.get(RUN_ATTR)
+        if rid:
+            try:
+                c = client()
+                c.set_tag(rid, "asd.state", "FAIL")
+                c.set_tag(rid, "asd.fail_reason", "worker stopped sending heartbeats (killed?); retried")
+                c.set_terminated(rid, "FAILED")
+            except Exception as e:  # noqa: BLE001 - the retry matters more than the bookkeeping
+                log.warning("could not mark MLflow run %s of stale trial %d failed: %s", rid, trial.number, e)
+        log.warning("trial %d of study %s went stale (its worker died); queued for retry", trial.number,
+                    study.study_name)
+        self.retry(study, trial)
+
+
+def summarize(study, parent: str, objective: str, plots: bool = True, finished: bool = False) -> dict:
+    """Write the study's best trial, counts and (``plots``) figures to the parent run; return the counts."""
+    from optuna.trial import TrialState
+
+    c = client()
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    c.log_batch(parent, metrics=_metric_list({f"search/trials_{k}": v for k, v in counts.items()},
+                                             step=len(trials)))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        for k, v in best.params.items():
+            c.set_tag(parent, f"best.{k}", str(v))
+        c.set_tag(parent, "best.trial", str(best.number))
+        c.set_tag(parent, "best.mlflow_run_id", best.user_attrs.get(RUN_ATTR, ""))
+        c.log_batch(parent, metrics=_metric_list({f"best/{objective}": best.value, "best/trial": best.number},
+                                                 step=len(trials)))
+        c.log_text(parent, json.dumps({"trial": best.number, "value": best.value, "objective": objective,
+                                       "params": best.params}, indent=2, default=str), "best.json")
+    if plots and complete:
+        _log_plots(study, parent)
+    if finished:
+        c.set_terminated(parent, "FINISHED")
+    return counts
+
+
+def _metric_list(metrics: dict, step: int):
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+
+def _log_plots(study, parent: str) -> None:
+    """Optimisation history, parallel coordinates and parameter importances (matplotlib, no browser)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ov
+
+    c = client()
+    for name, fn in (("optimization_history", ov.plot_optimization_history),
+                     ("parallel_coordinate", ov.plot_parallel_coordinate),
+                     ("param_importances", ov.plot_param_importances)):
+        try:
+            ax = fn(study)
+            fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
+            fig.set_size_inches(10, 6)
+            fig.tight_layout()
+            c.log_figure(parent, fig, f"plots/{name}.png")
+            plt.close(fig)
+        except Exception as e:  # noqa: BLE001 - e.g. importances need two complete trials that differ
+            log.info("plot %s skipped: %s", name, e)
+        finally:
+            plt.close("all")
