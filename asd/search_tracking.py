@@ -132,6 +132,10 @@ def summarize(study, parent: str, objective: str, plots: bool = True, finished: 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         best = study.best_trial
+        stale = [k for k in c.get_run(parent).data.tags if k.startswith("best.") and k[5:] not in best.params]
+        for k in stale:  # a conditional param the new best does not have
+            if k not in ("best.trial", "best.mlflow_run_id"):
+                c.delete_tag(parent, k)
         for k, v in best.params.items():
             c.set_tag(parent, f"best.{k}", str(v))
         c.set_tag(parent, "best.trial", str(best.number))
