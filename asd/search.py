@@ -85,8 +85,18 @@ def make_storage(url: str, heartbeat: int = 30, grace: int = 120):
     # Heartbeats and the retry callback are "experimental" in Optuna 5 but are its supported way.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-    return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                      heartbeat_stale_trial_callback=st.StaleTrialCallback())
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
+                                              heartbeat_stale_trial_callback=st.StaleTrialCallback())
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
+            # Workers started together on an empty database race to create Optuna's tables; the loser
+            # retries and finds them made. A persistent error (bad URL, no server) still surfaces.
+            if attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
 
 
 def _sampler(s: SearchSettings):

@@ -182,7 +182,7 @@ def test_killed_worker_trial_is_failed_and_retried(toy_dir, mlflow_store, tmp_pa
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     space = _write(tmp_path, """
 recipe: ae
-fixed: {data.clip_seconds: 1, data.machines: fan, train.epochs: 30}
+fixed: {data.clip_seconds: 1, data.machines: fan, train.epochs: 6}
 params:
   model.bottleneck: {choice: [4, 8]}
 """)
