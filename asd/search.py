@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,10 @@ def run_search(s: SearchSettings) -> str:
     tracking.setup(s.experiment)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, space, objective, parent = open_study(s)
+    launcher = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` joining an existing study
+    if launcher:
+        st.client().set_tag(launcher, "asd.stage", "search-worker")
+        st.client().set_tag(launcher, "asd.search_parent", parent)
     st.client().update_run(parent, status="RUNNING")
     runner = TrialRunner(s, space, objective, parent, study.study_name)
     after_trial = lambda study, ft: st.summarize(study, parent, objective, plots=False)  # noqa: E731

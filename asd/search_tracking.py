@@ -53,7 +53,8 @@ def create_parent(exp_id: str, study_name: str, params: dict[str, str], space_ya
     rid = os.environ.pop("MLFLOW_RUN_ID", None)
     if rid is None:
         rid = c.create_run(exp_id, run_name=f"search-{study_name}").info.run_id
-    for k, v in {"asd.stage": "search", "asd.study": study_name, **tags}.items():
+    for k, v in {"mlflow.runName": f"search-{study_name}", "asd.stage": "search", "asd.study": study_name,
+                 **tags}.items():
         c.set_tag(rid, k, v)
     existing = c.get_run(rid).data.params
     for k, v in params.items():
