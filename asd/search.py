@@ -79,6 +79,7 @@ def make_pruner(spec: str):
 
 
 def make_storage(url: str, heartbeat: int = 30, grace: int = 120):
+    """An Optuna RDB storage with heartbeats: a trial silent for ``grace`` seconds is failed and retried."""
     import warnings
 
     import optuna

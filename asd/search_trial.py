@@ -127,6 +127,8 @@ class TrialRunner:
             raise ValueError(f"model {cfg.model.name!r} needs train.epochs >= 1 (got {cfg.train.epochs})")
         dev_only = self.objective.startswith("dev/")
         partial = index[index["split"] == "dev"] if dev_only else index
+        if partial.empty:  # no dev machine selected: the per-epoch report needs every machine
+            partial = index
         final = {}
         with tempfile.TemporaryDirectory(prefix="asd-trial-") as tmp:
             def on_epoch(epoch: int, stats: dict[str, float]) -> None:
