@@ -170,11 +170,14 @@ def _join(study, s: SearchSettings, fixed_keys: set[str], wait: float = 120.0):
         time.sleep(0.5)
     a = study.user_attrs
     stored_sets = json.loads(a["asd.sets"])
-    local = lambda sets: sorted(x for x in sets if _split_kv(x)[0] not in WORKER_LOCAL)  # noqa: E731
-    if s.sets and local(s.sets) != local(stored_sets):
+    is_local = lambda x: _split_kv(x)[0] in WORKER_LOCAL  # noqa: E731
+    shared = sorted(x for x in s.sets if not is_local(x))
+    if shared and shared != sorted(x for x in stored_sets if not is_local(x)):
         raise ConfigError(f"study {s.name!r} was created with --set {' '.join(stored_sets) or '(none)'}, not "
                           f"{' '.join(s.sets)}; omit --set to reuse the study's, or use another --study-name")
-    sets = s.sets or stored_sets
+    mine = [x for x in s.sets if is_local(x)]  # this machine's device wins over the creator's
+    mine_keys = {_split_kv(x)[0] for x in mine}
+    sets = [x for x in stored_sets if _split_kv(x)[0] not in mine_keys] + mine
     if s.space and Path(s.space).read_text() != a["asd.space"]:
         raise ConfigError(f"study {s.name!r} was created with another search space than {s.space}; "
                           "omit --space to reuse the study's, or use another --study-name")

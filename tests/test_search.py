@@ -222,3 +222,20 @@ params:
     parent = study.user_attrs["mlflow_parent_run_id"]
     assert second.stdout.strip().splitlines()[-1] == f"run_id: {parent}"
     assert sorted(_trial_runs(parent)) == sorted(states)
+
+
+def test_joining_worker_must_match_the_study(toy_dir, mlflow_store, tmp_path):
+    space = _write(tmp_path, "recipe: raw_spec\nparams:\n  backend.k: {int: [1, 3]}\n")
+    base = ["search", "--data-dir", str(toy_dir), "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--n-trials", "0"]
+    parent = _cli([*base, "--space", space, "--set", "data.clip_seconds=1"]).strip().splitlines()[-1]
+    # Same study, this machine's device: accepted (and no space or --set needs repeating).
+    assert _cli([*base, "--set", "train.device=cpu"]).strip().splitlines()[-1] == parent
+    res = CliRunner().invoke(main, [*base, "--set", "data.clip_seconds=2"])
+    assert res.exit_code == 2 and "was created with --set data.clip_seconds=1" in res.output
+    res = CliRunner().invoke(main, [*base, "--objective", "eval_official"])
+    assert res.exit_code == 2 and "optimises dev/official, not eval/official" in res.output
+    # A space naming something unknown fails before any study exists.
+    bad = _write(tmp_path, "recipe: raw_spec\nparams:\n  backend.name: {choice: [nope]}\n", "bad.yaml")
+    res = CliRunner().invoke(main, [*base, "--space", bad, "--study-name", "other"])
+    assert res.exit_code == 2 and "backend.name 'nope' not available" in res.output
+    assert "other" not in optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'o.db'}")
