@@ -170,5 +170,17 @@ def recipes() -> None:
         click.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
 
 
+@main.command()
+@click.option("--run-id", required=True, help="An evaluate run (the last line of `asd evaluate`).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
+def export(run_id, out) -> None:
+    """Write the official submission files (anomaly scores and decisions) of an evaluate run."""
+    from asd.export import export_run
+
+    paths = export_run(run_id, out)
+    machines = sorted({p.name.split("_")[2] for p in paths if p.name.startswith("anomaly_score_")})
+    click.echo(f"wrote {len(paths)} files for {len(machines)} machines ({', '.join(machines)}) to {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -145,6 +145,11 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
                 elif plots:
                     for p in plots:
                         (d / p.name).write_bytes(p.read_bytes())
+                from asd.data.years import get_year
+                from asd.plots import evaluation_figures
+
+                evaluation_figures(result.scores, result.thresholds, get_year(cfg.data.dataset).rule, d,
+                                   title_prefix=f"{cfg.recipe} / {name}: ")
             if "official" in result.metrics:
                 print(f"{cfg.recipe} / {name}: official {result.metrics['official']:.4f}"
                       + "".join(f", {s} {result.metrics[f'{s}/official']:.4f}" for s in ("dev", "eval")
