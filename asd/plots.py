@@ -165,3 +165,31 @@ def evaluation_figures(scores: pd.DataFrame, thresholds: dict[str, float], rule:
         paths.append(plot_score_hist(g, thresholds.get(m), f"{title_prefix}{m}: anomaly scores",
                                      out_dir / f"hist_{m}.png"))
     return paths
+
+
+def plot_heatmap(mean: pd.DataFrame, std: pd.DataFrame, title: str, out: Path) -> Path:
+    """A results heat map like ASDKit's figure: ``mean`` (fractions, rows x columns) as colour in %,
+    each cell annotated with the mean and, below it, ``(std)`` over seeds."""
+    plt = _pyplot()
+    vals = 100 * mean.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * vals.shape[1] + 3.5, 0.55 * vals.shape[0] + 1.8))
+    finite = vals[np.isfinite(vals)]
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap="viridis", aspect="auto",
+                   vmin=finite.min() if finite.size else 0, vmax=finite.max() if finite.size else 100)
+    mid = (np.nanmax(vals) + np.nanmin(vals)) / 2 if finite.size else 50
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            if np.isfinite(vals[i, j]):
+                s = std.iat[i, j]
+                label = f"{vals[i, j]:.2f}" + ("" if np.isnan(s) else f"\n({100 * s:.2f})")
+                ax.text(j, i, label, ha="center", va="center", fontsize=8,
+                        color="black" if vals[i, j] > mid else "white")
+    ax.set_xticks(range(vals.shape[1]), [str(c) for c in mean.columns], rotation=30, ha="right")
+    ax.set_yticks(range(vals.shape[0]), list(mean.index))
+    fig.colorbar(im, ax=ax, label="official score (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
