@@ -243,11 +243,14 @@ def official_ci95(y: np.ndarray, score: np.ndarray, max_fpr: float = MAX_FPR) ->
     """The evaluators' "official score ci95": the mean of the jackknife 95% half-widths of the AUC
     and of the pAUC over all clips pooled (every machine and section, raw scores).
 
-    Returns ``{"auc_ci95", "pauc_ci95", "official_ci95"}``; empty when a class has fewer than two
-    clips (leaving one out would leave a single class).
+    Returns ``{"auc_ci95", "pauc_ci95", "official_ci95", "official_ci95_textbook"}``; the last is the
+    same interval with the textbook jackknife error (N - 1 times the evaluators' value, see
+    :func:`jackknife_ci95`). Empty when a class has fewer than two clips (leaving one out would leave
+    a single class).
     """
     y, score = np.asarray(y).astype(int), np.asarray(score, dtype=float)
     if min((y == 1).sum(), (y == 0).sum()) < 2:
         return {}
     a, p = jackknife_ci95(_loo_auc(y, score)), jackknife_ci95(_loo_pauc(y, score, max_fpr))
-    return {"auc_ci95": a, "pauc_ci95": p, "official_ci95": (a + p) / 2.0}
+    return {"auc_ci95": a, "pauc_ci95": p, "official_ci95": (a + p) / 2.0,
+            "official_ci95_textbook": (len(y) - 1) * (a + p) / 2.0}

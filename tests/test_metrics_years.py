@@ -183,6 +183,14 @@ def test_jackknife_ci_equals_direct_leave_one_out(decimals):
     assert got["auc_ci95"] == pytest.approx(a, rel=1e-9)
     assert got["pauc_ci95"] == pytest.approx(p, rel=1e-9)
     assert got["official_ci95"] == pytest.approx((a + p) / 2, rel=1e-9)
+    # textbook jackknife: standard error from the pseudo-values N*theta - (N-1)*theta_i
+    n = len(y)
+    for fn, ours in ((roc_auc_score, a), (lambda yy, ss: roc_auc_score(yy, ss, max_fpr=P), p)):
+        theta = fn(y, s)
+        pseudo = np.array([n * theta - (n - 1) * fn(np.delete(y, i), np.delete(s, i)) for i in range(n)])
+        se = pseudo.std(ddof=1) / np.sqrt(n)
+        assert abs(scipy.stats.t.ppf(0.025, n - 1)) * se == pytest.approx((n - 1) * ours, rel=1e-9)
+    assert got["official_ci95_textbook"] == pytest.approx((n - 1) * (a + p) / 2, rel=1e-9)
     assert official_ci95([0, 1, 1], [0.1, 0.2, 0.3]) == {}  # one normal: leave-one-out is undefined
 
 
@@ -207,13 +215,39 @@ def test_gamma_threshold_recovers_the_distribution_quantile():
     s = scipy.stats.gamma.rvs(shape, scale=scale, size=5000, random_state=0)
     true90 = scipy.stats.gamma.ppf(0.9, shape, scale=scale)
     assert fit_threshold(s, "gamma", 0.9) == pytest.approx(true90, rel=0.05)
-    # exactly the official baseline's recipe: scipy's gamma fit, then its quantile
-    a, loc, sc = scipy.stats.gamma.fit(s)
-    assert fit_threshold(s, "gamma", 0.8) == pytest.approx(scipy.stats.gamma.ppf(0.8, a, loc=loc, scale=sc))
+    # the official baseline's recipe (scipy's maximum-likelihood gamma fit, then its quantile), with the
+    # loc=0 fit as a second candidate: the higher likelihood wins
+    fits = [scipy.stats.gamma.fit(s), scipy.stats.gamma.fit(s, floc=0)]
+    best = max(fits, key=lambda p: scipy.stats.gamma.logpdf(s, *p).sum())
+    assert fit_threshold(s, "gamma", 0.8) == pytest.approx(scipy.stats.gamma.ppf(0.8, *best))
     assert fit_threshold(s, "quantile", 0.9) == pytest.approx(np.quantile(s, 0.9))
     assert fit_threshold(s, "gamma", 0.5) < fit_threshold(s, "gamma", 0.9) < fit_threshold(s, "gamma", 0.99)
     with pytest.raises(ValueError, match="unknown threshold method"):
         fit_threshold(s, "median")
+
+
+# Leave-one-out kNN training scores of the toy fan (raw_spec), rounded: scipy's 3-parameter gamma fit
+# puts loc at the minimum with shape 0.26, and its 0.9 quantile (0.945) lies far above every score.
+FAN_SCORES = [0.0305, 0.0305, 0.0312, 0.0312, 0.0337, 0.0337, 0.0347, 0.0352, 0.0352, 0.0356, 0.0356, 0.0371,
+              0.0371, 0.0371, 0.0371, 0.0381, 0.0381, 0.0384, 0.0392, 0.0394, 0.0394, 0.0398, 0.0398, 0.0403,
+              0.0403, 0.0404, 0.0404, 0.0405, 0.0405, 0.0406, 0.0406, 0.0406, 0.0407, 0.0407, 0.0414, 0.0417,
+              0.0417, 0.042, 0.0422, 0.0422, 0.0423, 0.0425, 0.0428, 0.0429, 0.043, 0.0432, 0.0432, 0.0432,
+              0.0433, 0.0433, 0.0434, 0.0434, 0.0435, 0.0438, 0.0439, 0.0439, 0.044, 0.0441, 0.0443, 0.0443,
+              0.0445, 0.0445, 0.0446, 0.0446, 0.0447, 0.0451, 0.0453, 0.0453, 0.0453, 0.0456, 0.0456, 0.0461,
+              0.0461, 0.0461, 0.0465, 0.0469, 0.0469, 0.0476, 0.0476, 0.0491, 0.0492, 0.0493, 0.0499, 0.0509,
+              0.0523, 0.0524, 0.0524, 0.0525, 0.0529, 0.0534, 0.0535, 0.0545, 0.0545, 0.0553, 0.0553, 0.0556,
+              0.0558, 0.0577, 0.0585, 0.0611, 0.0625, 0.065, 0.065, 0.0653, 0.0684, 0.0694, 0.0708, 0.0717,
+              0.087, 0.087]
+
+
+def test_gamma_threshold_survives_a_degenerate_free_loc_fit():
+    from asd.backends import fit_threshold
+
+    s = np.array(FAN_SCORES)
+    assert scipy.stats.gamma.ppf(0.9, *scipy.stats.gamma.fit(s)) > 0.5  # the failure this guards against
+    thr = fit_threshold(s, "gamma", 0.9)
+    assert np.quantile(s, 0.8) < thr < s.max()
+    assert thr == pytest.approx(np.quantile(s, 0.9), rel=0.1)
 
 
 def test_backend_decisions_use_the_training_threshold():
