@@ -104,7 +104,7 @@ def plot_roc(scores: pd.DataFrame, rule: str, title: str, out: Path) -> Path:
     sections = sorted(lab["section"].unique())
     cols = min(len(sections), 4) or 1
     rows = max(1, -(-len(sections) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.8 * rows), squeeze=False)
     for ax in axes.flat[len(sections):]:
         ax.axis("off")
     for ax, sec in zip(axes.flat, sections):
