@@ -115,9 +115,10 @@ def compute_metrics(scores: pd.DataFrame, dataset: str) -> tuple[dict[str, float
         metrics[f"{machine}/official"] = official_score(year.rule, records)
         for split, gs in g.groupby("split"):
             metrics[f"{machine}/{split}_official"] = official_score(year.rule, gs.to_dict("records"))
-    for prefix, sel in [*((f"{s}/", lab["split"] == s) for s in sorted(lab["split"].unique())), ("", None)]:
-        secs = sections if sel is None else sections[sections["split"] == prefix[:-1]]
-        clips = lab if sel is None else lab[sel]
+    # per split ("dev/official", ...), then every labelled section pooled ("official", ...)
+    scopes = [(f"{s}/", sections["split"] == s, lab["split"] == s) for s in sorted(lab["split"].unique())]
+    for prefix, sec_sel, clip_sel in [*scopes, ("", slice(None), slice(None))]:
+        secs, clips = sections[sec_sel], lab[clip_sel]
         metrics[f"{prefix}official"] = official_score(year.rule, secs.to_dict("records"))
         ci = official_ci95((clips["label"] == "anomaly").to_numpy(), clips["score"].to_numpy())
         metrics.update({f"{prefix}{k}": v for k, v in ci.items()})
