@@ -98,13 +98,17 @@ def wide(long: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, pd.DataF
     return mean, std, text
 
 
-def add_means(mean: pd.DataFrame, text: pd.DataFrame) -> None:
+def add_means(mean: pd.DataFrame, std: pd.DataFrame, text: pd.DataFrame) -> None:
     """ASDKit's Hmean/Amean columns over a row's cells (only for rows with every cell present)."""
     from asd.metrics import hmean
 
-    full = mean.notna().all(axis=1)
-    text["hmean"] = [f"{100 * hmean(r):.2f}" if ok else "" for r, ok in zip(mean.to_numpy(), full)]
-    text["amean"] = [f"{100 * np.mean(r):.2f}" if ok else "" for r, ok in zip(mean.to_numpy(), full)]
+    cells = mean.to_numpy()
+    full = mean.notna().all(axis=1).to_numpy()
+    mean["hmean"] = [hmean(r) if ok else np.nan for r, ok in zip(cells, full)]
+    mean["amean"] = [float(np.mean(r)) if ok else np.nan for r, ok in zip(cells, full)]
+    std["hmean"] = std["amean"] = np.nan
+    for c in ("hmean", "amean"):
+        text[c] = [_cell(v, np.nan) for v in mean[c]]
 
 
 def markdown(text: pd.DataFrame, index_name: str = "recipe / backend") -> str:
@@ -124,9 +128,10 @@ def write_report(rep: Report, out_dir: str | Path) -> tuple[str, list[Path]]:
     rep.main.to_csv(out / "official.csv", index=False)
     rep.runs.drop(columns="start_time").to_csv(out / "runs.csv", index=False)
     mean, std, text = wide(rep.main, ["dataset", "split"])
-    add_means(mean, text)
+    add_means(mean, std, text)
     seeds = rep.runs.groupby(["recipe", "backend"])["seed"].nunique()
-    table = markdown(text) + f"\nOfficial score (%), mean ± std over seeds ({seeds.min()}–{seeds.max()} per row).\n"
+    n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    table = markdown(text) + f"\nOfficial score (%), mean ± std over seeds ({n} per row).\n"
     (out / "official.md").write_text(table)
     files += [out / "official.csv", out / "runs.csv", out / "official.md"]
     files.append(plot_heatmap(mean, std, "official score (%), mean (std) over seeds", out / "heatmap.png"))
