@@ -49,9 +49,9 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return "backslash in path"
     if any(p == ".." for p in PurePosixPath(name).parts):
         return "'..' in path"
-    mode = info.external_attr >> 16
-    if mode and (stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
-        return "link or special file"
+    fmt = stat.S_IFMT(info.external_attr >> 16)  # Unix file type, 0 when the archiver did not record one
+    if fmt and fmt not in (stat.S_IFREG, stat.S_IFDIR):
+        return "symbolic link" if fmt == stat.S_IFLNK else "special file"
     return None
 
 
