@@ -297,9 +297,9 @@ def build_year(dataset: str, root: Path, machines: list[str] | None = None, n_tr
 
 
 def corrupt(path: Path) -> None:
-    """Flip bytes inside the first member's compressed data (the central directory stays readable)."""
+    """Flip bytes a third into the archive, inside member data (the central directory stays readable)."""
     data = bytearray(Path(path).read_bytes())
-    for i in range(60, 90):
+    for i in range(len(data) // 3, len(data) // 3 + 16):
         data[i] ^= 0xFF
     Path(path).write_bytes(bytes(data))
 
