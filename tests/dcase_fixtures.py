@@ -180,7 +180,7 @@ def build_year(dataset: str, root: Path, machines: list[str] | None = None, n_tr
     wav = wav_bytes(year.channels)
 
     def add(kind, split, machine, folder, name, truth):
-        if name in skip:
+        if name in skip or (kind, machine) not in by_kind:  # skipped, or an archive not published (2026)
             return
         members[by_kind[(kind, machine)]][f"{machine}/{folder}/{name}"] = wav
         built.expected[(split, machine, truth[2], name)] = truth
