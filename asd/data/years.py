@@ -217,7 +217,7 @@ YEARS: dict[str, Year] = {
              dev_sections=(0, 1, 2), eval_sections=(3, 4, 5),
              files=_archives(_M2021, _M2021, "dev_data_{}.zip", "eval_data_{}_train.zip", "eval_data_{}_test.zip",
                              (4562016, 4660992, 4884786)) + (_gt_list(2021),),
-             counts=_counts_2021(), download_gb={"dev": 9, "eval": 9}),
+             counts=_counts_2021(), download_gb={"dev": 9.5, "eval": 9.5}),
         Year("dcase2022", 2022, _DEV_2223, _DEV_2223, 10.0, "hmean2022",
              dev_sections=(0, 1, 2), eval_sections=(3, 4, 5),
              files=_archives(_DEV_2223, _DEV_2223, "dev_{}.zip", "eval_data_{}_train.zip", "eval_data_{}_test.zip",
