@@ -244,9 +244,10 @@ def build_year(dataset: str, root: Path, machines: list[str] | None = None, n_tr
                             else:
                                 anon = f"section_{s:02d}_{anon_i + base:04d}.wav"
                                 listed = true
+                                attrs = _attrs(attr_p)  # eval test attributes are always published
                                 if hidden and y == 2025:  # list shows attributes; file maps true -> anon
                                     corr.setdefault((split, m, "test"), []).append((true, anon))
-                                elif hidden:
+                                elif hidden and "test" in published:
                                     listed = true.replace(attr_s, "noAttribute")
                                     corr.setdefault((split, m, "test"), []).append((true, listed))
                                 if y == 2024 and m == "RoboticArm":  # the official list lacks 'test' here

@@ -238,7 +238,7 @@ YEARS: dict[str, Year] = {
              + (_gt_list(2024),)
              + _gt_attributes("dcase2024t2", {
                  "dev": {m: _BOTH for m in _HIDDEN_2024["dev"]},
-                 # no published test correspondence for BrushlessMotor: its eval test attributes stay hidden
+                 # no test correspondence for BrushlessMotor: the eval list names its test clips in full
                  "eval": {"AirCompressor": _BOTH, "BrushlessMotor": ("train",), "HoveringDrone": _BOTH,
                           "ToothBrush": _BOTH}}),
              hidden_attributes=_HIDDEN_2024, counts=_counts_2223(), download_gb={"dev": 3, "eval": 4},
