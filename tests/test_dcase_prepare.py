@@ -97,7 +97,13 @@ def test_cut_mid_file_then_resume_and_second_run_is_noop(tmp_path):
         prepare_dcase("dcase2023", data, machines=["fan", "bandsaw"], mirror=srv.url, progress=False)
         assert time.monotonic() - t0 < 2.0
         assert len(srv.requests) == n  # nothing fetched again
-    assert marker.stat().st_mtime_ns == mtime  # nothing extracted again
+        assert marker.stat().st_mtime_ns == mtime  # nothing extracted again
+        assert read_index(data, "dcase2023").equals(first)
+        # archives deleted after unpacking (to save space) are not fetched again
+        for p in (data / "dcase2023/archives").glob("*.zip"):
+            p.unlink()
+        prepare_dcase("dcase2023", data, machines=["fan", "bandsaw"], mirror=srv.url, progress=False)
+        assert len(srv.requests) == n
     assert read_index(data, "dcase2023").equals(first)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from asd.data.archives import ArchiveError, extract
+from asd.data.archives import ArchiveError, extract, marker_path
 from asd.data.download import fetch_all
 from asd.data.groundtruth import GroundTruth, load_ground_truth
 from asd.data.index import COLUMNS, ClipIndexError, format_attributes, index_path, read_index, write_index
@@ -90,17 +90,20 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
         log.warning("%s: the eval test archives and their ground truth are not published; fetching eval train "
                     "only (eval test clips, if you add them, are indexed with label 'unknown')", dataset)
     files = needed_files(year, chosen)
-    paths, summary = fetch_all([(f.name, f.url) for f in files], root / "archives", mirror=mirror,
-                               local_dir=archives, progress=progress)
-    _say(f"{dataset}: files: {summary.line()}", progress)
+    # An archive already unpacked whose file was deleted afterwards (to save space) is not fetched again.
+    gone = {f.name for f in files if f.is_archive and marker_path(f.name, _dest(root, f)).is_file()
+            and not (root / "archives" / f.name).is_file() and not (archives and (Path(archives) / f.name).is_file())}
+    paths, summary = fetch_all([(f.name, f.url) for f in files if f.name not in gone], root / "archives",
+                               mirror=mirror, local_dir=archives, progress=progress)
+    _say(f"{dataset}: files: {summary.line()}"
+         + (f", {len(gone)} unpacked earlier (archive deleted since)" if gone else ""), progress)
 
     n_new = 0
     for f in files:
-        if not f.is_archive:
+        if not f.is_archive or f.name in gone:
             continue
-        dest = root / ("dev_data" if f.kind == "dev" else "eval_data") / "raw"
         try:
-            n_new += extract(paths[f.name], dest, progress=progress)
+            n_new += extract(paths[f.name], _dest(root, f), progress=progress)
         except ArchiveError as e:
             path = paths[f.name]
             if "corrupted" in str(e) and path.parent == root / "archives":
@@ -108,8 +111,8 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
                 os.replace(path, bad)
                 raise ArchiveError(f"{e} [moved to {bad.name}; the next run downloads it again]") from None
             raise
-    _say(f"{dataset}: archives: {n_new} extracted, {sum(f.is_archive for f in files) - n_new} already extracted",
-         progress)
+    n_arch = sum(f.is_archive for f in files)
+    _say(f"{dataset}: archives: {n_new} extracted, {n_arch - n_new} already extracted", progress)
 
     manifest = _update_manifest(root, chosen, files, paths)
     prepared = {s: set(manifest["machines"].get(s, [])) for s in SPLITS}
@@ -128,6 +131,10 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
          f"{df['machine'].nunique()} machine types) written to {out} in {time.monotonic() - t0:.1f} s"
          + (f"; {len(warnings)} warning(s)" if warnings else ""), progress)
     return out
+
+
+def _dest(root: Path, f: Remote) -> Path:
+    return root / ("dev_data" if f.kind == "dev" else "eval_data") / "raw"
 
 
 def _update_manifest(root: Path, chosen: dict[str, list[str]], files: list[Remote], paths: dict[str, Path]) -> dict:
