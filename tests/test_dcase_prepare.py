@@ -161,7 +161,8 @@ def test_clip_without_ground_truth_is_an_error(tmp_path):
     gt = tmp_path / "srv" / "eval_data_list_2023.csv"
     gt.write_text("\r\n".join(line for line in gt.read_text().splitlines() if not line.startswith("section_00_0003")))
     with serve(tmp_path / "srv") as srv:
-        with pytest.raises(ClipIndexError, match="1 eval test clip.*'Vacuum' have no ground truth.*section_00_0003.wav"):
+        with pytest.raises(ClipIndexError,
+                           match="1 eval test clip.*'Vacuum' have no ground truth.*section_00_0003.wav"):
             prepare_dcase("dcase2023", tmp_path / "data", machines=["Vacuum"], mirror=srv.url, progress=False)
 
 
@@ -187,8 +188,9 @@ def test_split_and_machines_fetch_only_what_they_need(tmp_path):
     with serve(tmp_path / "srv") as srv:
         prepare_dcase("dcase2024", tmp_path / "data", split="dev", machines=["gearbox", "ToothBrush"],
                       mirror=srv.url, progress=False)
-        assert {n for n, _ in srv.requests} == {"dev_gearbox.zip", "dev_data_attr_gearbox_attributes_00_train_correspondence.csv",
-                                                "dev_data_attr_gearbox_attributes_00_test_correspondence.csv"}
+        assert {n for n, _ in srv.requests} == {
+            "dev_gearbox.zip", "dev_data_attr_gearbox_attributes_00_train_correspondence.csv",
+            "dev_data_attr_gearbox_attributes_00_test_correspondence.csv"}
         # a later run adds the eval split to the same index
         prepare_dcase("dcase2024", tmp_path / "data", split="eval", machines=["ToothBrush"], mirror=srv.url,
                       progress=False)
