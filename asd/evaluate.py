@@ -44,12 +44,9 @@ def backend_params(cfg: BackendConfig) -> dict:
     """The constructor arguments of ``cfg.name`` taken from the backend config."""
     import inspect
 
-    from asd.backends import _REGISTRY, _load
+    from asd.backends import backend_class
 
-    _load()
-    cls = _REGISTRY.get(cfg.name)
-    if cls is None:
-        raise ValueError(f"unknown backend {cfg.name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    cls = backend_class(cfg.name)
     names = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):

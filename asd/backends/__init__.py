@@ -39,11 +39,15 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_backend(name: str, **params):
+def backend_class(name: str) -> type:
     _load()
     if name not in _REGISTRY:
         raise ValueError(f"unknown backend {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**params)
+    return _REGISTRY[name]
+
+
+def get_backend(name: str, **params):
+    return backend_class(name)(**params)
 
 
 def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: float = 0.9) -> float:
