@@ -150,15 +150,16 @@ def evaluate(run_id, checkpoint, backends, sets, no_umap, data_dir) -> None:
 @SETS
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", default="", help="Several seeds, e.g. 0,1,2,3: train and evaluate each recipe once per seed.")
 @click.option("--no-umap", is_flag=True)
 @TOY
 @DATA_DIR
-def main_cmd(dataset, recipes, machines, sets, device, seed, no_umap, toy, data_dir) -> None:
+def main_cmd(dataset, recipes, machines, sets, device, seed, seeds, no_umap, toy, data_dir) -> None:
     """The whole pipeline: prepare, then train and evaluate each recipe, under one parent run."""
     from asd.pipeline import run_main
 
     _done(run_main(dataset, _csv(recipes), _csv(machines) or None, list(sets), _data_dir(data_dir), device, seed,
-                   umap=not no_umap, toy_spec=toy))
+                   umap=not no_umap, toy_spec=toy, seeds=[int(s) for s in _csv(seeds)] or None))
 
 
 @main.command()
@@ -168,6 +169,34 @@ def recipes() -> None:
 
     for name, preset in RECIPES.items():
         click.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
+
+
+@main.command()
+@click.option("--run-id", required=True, help="An evaluate run (the last line of `asd evaluate`).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
+def export(run_id, out) -> None:
+    """Write the official submission files (anomaly scores and decisions) of an evaluate run."""
+    from asd.export import export_run
+
+    paths = export_run(run_id, out)
+    machines = sorted({p.name.split("_")[2] for p in paths if p.name.startswith("anomaly_score_")})
+    click.echo(f"wrote {len(paths)} files for {len(machines)} machines ({', '.join(machines)}) to {out}")
+
+
+@main.command()
+@click.option("--experiment", default=None, help="MLflow experiment to read (default: $MLFLOW_EXPERIMENT_NAME or asd).")
+@click.option("--out", "out", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the CSV, Markdown and PNG files.")
+@click.option("--filter", "filter_string", default=None,
+              help="Extra MLflow filter on the evaluate runs, e.g. \"params.`train.epochs` = '20'\".")
+def report(experiment, out, filter_string) -> None:
+    """Tables of official scores across evaluate runs (mean ± std over seeds) and a heat map."""
+    from asd.report import run_report
+
+    table, run_id = run_report(experiment, out, filter_string)
+    click.echo(table)
+    click.echo(f"files in {out}/ (and in the report run's artifacts)")
+    _done(run_id)
 
 
 @main.command()

@@ -16,7 +16,7 @@ from asd.backends import get_backend
 from asd.config import BackendConfig
 from asd.data.years import get_year
 from asd.extract import Embeddings
-from asd.metrics import RULES, official_score, section_metrics
+from asd.metrics import RULES, decision_summary, official_ci95, official_score, section_metrics
 
 
 @dataclass
@@ -44,12 +44,9 @@ def backend_params(cfg: BackendConfig) -> dict:
     """The constructor arguments of ``cfg.name`` taken from the backend config."""
     import inspect
 
-    from asd.backends import _REGISTRY, _load
+    from asd.backends import backend_class
 
-    _load()
-    cls = _REGISTRY.get(cfg.name)
-    if cls is None:
-        raise ValueError(f"unknown backend {cfg.name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    cls = backend_class(cfg.name)
     names = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
@@ -80,37 +77,49 @@ def score_clips(emb: Embeddings, cfg: BackendConfig) -> tuple[pd.DataFrame, dict
 def compute_metrics(scores: pd.DataFrame, dataset: str) -> tuple[dict[str, float], pd.DataFrame]:
     """Per-section metrics, per-machine aggregates and the official scores of the year's rule.
 
-    Metric names: ``<machine>/<metric>`` (rule mean over the machine's sections), for machines with
-    several sections also ``<machine>/section_<SS>/<metric>``; ``<machine>/official``;
-    ``dev/official``, ``eval/official`` (per split, where labelled) and ``official`` (every evaluated
-    labelled section pooled).
+    ``scores``: one row per test clip with ``split, machine, section, domain, label, score`` and
+    optionally ``decision`` (0/1). Clips labelled ``unknown`` are ignored.
+
+    Metric names: ``<machine>/<metric>`` (the rule's mean over the machine's sections: every AUC/pAUC
+    variant and ``source_f1``-style decision metrics), for machines with several sections also
+    ``<machine>/section_<SS>/<metric>``; ``<machine>/official`` and ``<machine>/<split>_official``;
+    per split ``<split>/official``, ``<split>/official_ci95`` (+ ``auc_ci95``, ``pauc_ci95``) and
+    ``<split>/precision|recall|f1``; the same without prefix over every labelled section pooled.
     """
     year = get_year(dataset)
     rule = RULES[year.rule]
     lab = scores[scores["label"] != "unknown"]
     recs = []
     for (split, machine, section), g in lab.groupby(["split", "machine", "section"], sort=True):
-        m = section_metrics((g["label"] == "anomaly").to_numpy(), g["domain"].to_numpy(), g["score"].to_numpy())
+        dec = g["decision"].to_numpy() if "decision" in g else None
+        m = section_metrics((g["label"] == "anomaly").to_numpy(), g["domain"].to_numpy(), g["score"].to_numpy(), dec)
         recs.append(dict(split=split, machine=machine, section=int(section), n_clips=len(g), **m))
     sections = pd.DataFrame(recs)
     metrics: dict[str, float] = {}
     if sections.empty:
         return metrics, sections
-    metric_cols = [c for c in sections.columns if c.endswith("auc")]
+    metric_cols = [c for c in sections.columns if c.endswith(("auc", "precision", "recall", "f1"))]
     for machine, g in sections.groupby("machine"):
-        many = len(g) > 1
+        records = g.to_dict("records")
         for col in metric_cols:
             vals = g[col].dropna()
-            if len(vals):
-                metrics[f"{machine}/{col}"] = rule.aggregate(vals)
-            if many:
-                for _, r in g.iterrows():
+            if len(vals):  # one section: its own value (the eps floor only matters when combining)
+                metrics[f"{machine}/{col}"] = rule.aggregate(vals) if len(vals) > 1 else float(vals.iloc[0])
+            if len(records) > 1:
+                for r in records:
                     if pd.notna(r[col]):
                         metrics[f"{machine}/section_{r['section']:02d}/{col}"] = float(r[col])
-        metrics[f"{machine}/official"] = official_score(year.rule, g.to_dict("records"))
-    for split, g in sections.groupby("split"):
-        metrics[f"{split}/official"] = official_score(year.rule, g.to_dict("records"))
-    metrics["official"] = official_score(year.rule, sections.to_dict("records"))
+        metrics[f"{machine}/official"] = official_score(year.rule, records)
+        for split, gs in g.groupby("split"):
+            metrics[f"{machine}/{split}_official"] = official_score(year.rule, gs.to_dict("records"))
+    # per split ("dev/official", ...), then every labelled section pooled ("official", ...)
+    scopes = [(f"{s}/", sections["split"] == s, lab["split"] == s) for s in sorted(lab["split"].unique())]
+    for prefix, sec_sel, clip_sel in [*scopes, ("", slice(None), slice(None))]:
+        secs, clips = sections[sec_sel], lab[clip_sel]
+        metrics[f"{prefix}official"] = official_score(year.rule, secs.to_dict("records"))
+        ci = official_ci95((clips["label"] == "anomaly").to_numpy(), clips["score"].to_numpy())
+        metrics.update({f"{prefix}{k}": v for k, v in ci.items()})
+        metrics.update({f"{prefix}{k}": v for k, v in decision_summary(secs.to_dict("records")).items()})
     return metrics, sections
 
 

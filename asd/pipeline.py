@@ -145,6 +145,11 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
                 elif plots:
                     for p in plots:
                         (d / p.name).write_bytes(p.read_bytes())
+                from asd.data.years import get_year
+                from asd.plots import evaluation_figures
+
+                evaluation_figures(result.scores, result.thresholds, get_year(cfg.data.dataset).rule, d,
+                                   title_prefix=f"{cfg.recipe} / {name}: ")
             if "official" in result.metrics:
                 print(f"{cfg.recipe} / {name}: official {result.metrics['official']:.4f}"
                       + "".join(f", {s} {result.metrics[f'{s}/official']:.4f}" for s in ("dev", "eval")
@@ -155,26 +160,37 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
 
 def run_main(dataset: str = "toy", recipes: list[str] | None = None, machines: list[str] | None = None,
              overrides: list[str] | None = None, data_dir: str | Path = "data", device: str = "auto",
-             seed: int = 0, umap: bool = True, toy_spec: str | None = None) -> str:
-    """prepare -> (train -> evaluate) per recipe, as nested runs of one parent; returns the parent id."""
+             seed: int = 0, umap: bool = True, toy_spec: str | None = None, seeds: list[int] | None = None) -> str:
+    """prepare -> (train -> evaluate) per recipe and seed, as nested runs of one parent; returns the parent id.
+
+    ``seeds`` (default ``[seed]``): one train run per seed, each tagged ``asd.seed``; the parent logs
+    ``<recipe>/<score>`` as the mean over seeds and ``<recipe>/<score>_std`` where there are several.
+    """
     import mlflow
 
     tracking.setup()
     recipes = recipes or ["ae", "raw_spec"]
     with tracking.stage_run(f"main-{dataset}", "main", {"asd.dataset": dataset}) as parent:
-        tracking.log_params_once({"main.recipes": ",".join(recipes)})
+        seeds = list(seeds or [seed])
+        tracking.log_params_once({"main.recipes": ",".join(recipes), "main.seeds": ",".join(map(str, seeds))})
         run_prepare(dataset, data_dir, machines=machines, toy_spec=toy_spec)
         summary = {}
         for recipe in recipes:
-            sets = [f"data.dataset={dataset}", f"train.device={device}", f"train.seed={seed}", *(overrides or [])]
-            if machines:
-                sets.append(f"data.machines={','.join(machines)}")
-            cfg = load_recipe(recipe, sets)
-            train_id = run_train(cfg, data_dir)
-            for eval_id in run_evaluate(data_dir, run_id=train_id, umap=umap):
-                metrics = mlflow.get_run(eval_id).data.metrics
-                for key in ("official", "dev/official", "eval/official"):
-                    if key in metrics:
-                        summary[f"{recipe}/{key}"] = metrics[key]
+            per_seed: dict[str, list[float]] = {}
+            for s in seeds:
+                sets = [f"data.dataset={dataset}", f"train.device={device}", f"train.seed={s}", *(overrides or [])]
+                if machines:
+                    sets.append(f"data.machines={','.join(machines)}")
+                cfg = load_recipe(recipe, sets)
+                train_id = run_train(cfg, data_dir)
+                for eval_id in run_evaluate(data_dir, run_id=train_id, umap=umap):
+                    metrics = mlflow.get_run(eval_id).data.metrics
+                    for key in ("official", "dev/official", "eval/official"):
+                        if key in metrics:
+                            per_seed.setdefault(key, []).append(metrics[key])
+            for key, vals in per_seed.items():
+                summary[f"{recipe}/{key}"] = float(sum(vals) / len(vals))
+                if len(vals) > 1:
+                    summary[f"{recipe}/{key}_std"] = float(pd.Series(vals).std())
         mlflow.log_metrics(summary)
         return parent.info.run_id

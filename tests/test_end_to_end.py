@@ -43,7 +43,8 @@ def test_mlflow_run_main(tmp_path):
             for key in ("smix_auc", "tmix_auc", "mix_pauc"):
                 assert 0 <= m[f"{machine}/{key}"] <= 1
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        assert plots == {f"plots/umap_{x}.png" for x in ("fan", "valve", "slider")}
+        machines = ("fan", "valve", "slider")
+        assert plots == {f"plots/{kind}_{x}.png" for x in machines for kind in ("umap", "roc", "hist")}
         scores = {a.path for a in client.list_artifacts(run.info.run_id, "scores")}
         assert scores == {f"scores/{x}.csv" for x in ("fan", "valve", "slider")}
         assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}

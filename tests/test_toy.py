@@ -80,3 +80,17 @@ def test_spectral_knn_is_far_from_perfect_and_target_is_harder(toy_dir):
     emb = extract(cfg, read_index(toy_dir, "toy"), None)
     res = evaluate_embeddings(emb, cfg.backend, "toy")
     assert 0.5 < res.metrics["official"] < 0.95
+
+
+def test_variants_extend_the_machine_list(tmp_path):
+    from asd.data.prepare import prepare_toy
+    from asd.data.toy import machine_names
+
+    spec = ToySpec(seconds=0.5, n_source_train=2, n_target_train=1, n_test=1, n_dev_machines=5, n_eval_machines=3)
+    dev, evl = machine_names(spec)
+    assert dev == ["fan", "gearbox", "bearing", "valve", "fan2"] and evl == ["pump", "slider", "pump2"]
+    df = read_index(prepare_toy(tmp_path, spec=spec, progress=False).parent.parent, "toy")
+    assert sorted(df["machine"].unique()) == sorted(dev + evl)
+    fan2 = synthesize("fan2", {"spd": "1", "blade": "4"}, "source", None, np.random.default_rng(0), 0.5)
+    fan = synthesize("fan", {"spd": "1", "blade": "4"}, "source", None, np.random.default_rng(0), 0.5)
+    assert not np.allclose(fan, fan2)  # a variant sounds different

@@ -22,7 +22,9 @@ def clip_samples(cfg: Config) -> int:
 def load_waves(rows: pd.DataFrame, cfg: Config, desc: str | None = None) -> np.ndarray:
     """``(len(rows), clip_samples)`` float32 waveforms of the index rows, tiled or cropped from 0."""
     n = clip_samples(cfg)
-    channel = getattr(get_year(cfg.data.dataset), "channel", None)  # 2026 is stereo: channel 0
+    year = get_year(cfg.data.dataset)
+    # Only multi-channel years (2026) pick a channel; elsewhere a stereo file is an error.
+    channel = year.channel if year.channels > 1 else None
     key = (tuple(rows["abspath"]), n, cfg.data.sample_rate, channel)
     if key not in _CACHE:
         waves = load_clips(list(rows["abspath"]), cfg.data.sample_rate, n, channel=channel, progress=desc)

@@ -39,6 +39,8 @@ class ToySpec:
     n_test: int = 50  # per (domain x label) cell: 4 * n_test test clips per machine
     seed: int = 0
     severity: float = 1.0  # scales every anomaly
+    n_dev_machines: int = 4  # more than the 4 (dev) / 2 (eval) types repeat them as variants: fan2, pump3, ...
+    n_eval_machines: int = 2
 
 
 def parse_spec(text: str) -> ToySpec:
@@ -83,6 +85,25 @@ DEV_MACHINES = ("fan", "gearbox", "bearing", "valve")
 EVAL_MACHINES = ("pump", "slider")
 
 
+def machine_names(spec: "ToySpec") -> tuple[list[str], list[str]]:
+    """Dev and eval machine names; beyond the base types, variants ``<type><n>`` (n >= 2) follow."""
+
+    def names(types, n):
+        return [t if i < len(types) else f"{t}{i // len(types) + 1}" for i, t in
+                ((i, types[i % len(types)]) for i in range(n))]
+
+    return names(DEV_MACHINES, spec.n_dev_machines), names(EVAL_MACHINES, spec.n_eval_machines)
+
+
+def _template(machine: str) -> tuple[dict, float]:
+    """The sound template of a machine name and its speed factor (variant n runs 7% faster per step)."""
+    base = machine.rstrip("0123456789")
+    if base not in MACHINES:
+        raise ValueError(f"unknown toy machine {machine!r}; types: {', '.join(MACHINES)} (variants: fan2, ...)")
+    variant = int(machine[len(base):] or 1)
+    return MACHINES[base], 1.07 ** (variant - 1)
+
+
 def _rng(seed: int, *keys) -> np.random.Generator:
     digest = hashlib.sha256("/".join(map(str, (seed, *keys))).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -120,10 +141,10 @@ def _clicks(rng, n: int, times: np.ndarray, center: float, decay_ms: float = 3.0
 def synthesize(machine: str, attrs: dict[str, str], domain: str, anomaly: str | None, rng: np.random.Generator,
                seconds: float, severity: float = 1.0) -> np.ndarray:
     """One clip of ``machine`` as float32 in [-1, 1]; ``anomaly`` is None or one of :data:`ANOMALIES`."""
-    m = MACHINES[machine]
+    m, speed = _template(machine)
     n = int(seconds * SR)
     t = np.arange(n) / SR
-    f0 = m["f0"](attrs) * rng.uniform(0.98, 1.02)  # speed jitter: normal variation between clips
+    f0 = m["f0"](attrs) * speed * rng.uniform(0.98, 1.02)  # speed jitter: normal variation between clips
     k = np.arange(1, m["n_harm"] + 1)
     amps = k ** (-m["tilt"]) * rng.lognormal(0.0, 0.12, len(k))
     emph = m["emph"](attrs)
@@ -176,7 +197,7 @@ def synthesize(machine: str, attrs: dict[str, str], domain: str, anomaly: str | 
 
 
 def _attr_values(machine: str, domain: str, rng: np.random.Generator) -> list[tuple[str, str]]:
-    return [(key, str(rng.choice(src if domain == "source" else tgt))) for key, src, tgt in MACHINES[machine]["attrs"]]
+    return [(key, str(rng.choice(src if domain == "source" else tgt))) for key, src, tgt in _template(machine)[0]["attrs"]]
 
 
 def clip_plan(spec: ToySpec, machine: str, split: str) -> list[dict]:
@@ -213,11 +234,12 @@ def generate(out_dir: str | Path, spec: ToySpec | None = None, machines: list[st
 
     spec = spec or ToySpec()
     out_dir = Path(out_dir)
-    todo = [(mt, "dev") for mt in DEV_MACHINES] + [(mt, "eval") for mt in EVAL_MACHINES]
+    dev, evl = machine_names(spec)
+    todo = [(mt, "dev") for mt in dev] + [(mt, "eval") for mt in evl]
     if machines:
-        unknown = sorted(set(machines) - set(MACHINES))
+        unknown = sorted(set(machines) - set(dev) - set(evl))
         if unknown:
-            raise ValueError(f"unknown toy machine(s) {unknown}; available: {', '.join(MACHINES)}")
+            raise ValueError(f"unknown toy machine(s) {unknown}; this toy set has: {', '.join(dev + evl)}")
         todo = [(mt, s) for mt, s in todo if mt in machines]
     plans = [(mt, split, c) for mt, split in todo for c in clip_plan(spec, mt, split)]
     records = []
@@ -236,7 +258,7 @@ def generate(out_dir: str | Path, spec: ToySpec | None = None, machines: list[st
         records.append(dict(path=str(rel), file=file, split=split, machine=mt, domain=c["domain"], phase=c["phase"],
                             label=c["label"], attributes=c["attrs"], anomaly=c["anomaly"], true_name=c["name"]))
     # The ground-truth list always covers every eval machine, whichever were generated this time.
-    for mt in EVAL_MACHINES:
+    for mt in evl:
         gt_lines[mt] = [f"{c['anon']},{c['name']}" for c in clip_plan(spec, mt, "eval") if "anon" in c]
     if gt_lines:  # the official list format: a machine line, then "anonymised,true name" rows
         lines = [ln for mt, rows in gt_lines.items() for ln in [mt, *sorted(rows)]]

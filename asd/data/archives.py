@@ -1,0 +1,135 @@
+"""Safe, idempotent extraction of the DCASE zip archives.
+
+An archive is unpacked into a hidden staging folder next to its destination, moved into place file
+by file, and only then marked done with ``<dest>/.done/<archive name>.json`` (written last). A second
+call with the marker present and the same archive size does nothing. Members with absolute paths,
+``..`` components or link/device types are refused before anything is written; a truncated or
+corrupted archive (bad central directory or CRC) raises :class:`ArchiveError` and leaves no marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import time
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+MARKER_DIR = ".done"
+SPACE_MARGIN = 1.05  # extra room asked for on top of the uncompressed size
+
+
+class ArchiveError(RuntimeError):
+    """An archive is unreadable, unsafe or cannot be unpacked here."""
+
+
+def marker_path(archive: Path, dest: Path) -> Path:
+    return Path(dest) / MARKER_DIR / f"{Path(archive).name}.json"
+
+
+def is_extracted(archive: Path, dest: Path) -> bool:
+    """True when ``archive`` (same size as when it was unpacked) is already unpacked into ``dest``."""
+    m = marker_path(archive, dest)
+    if not m.is_file():
+        return False
+    try:
+        return json.loads(m.read_text())["size"] == Path(archive).stat().st_size
+    except (ValueError, KeyError, OSError):
+        return False
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if "\\" in name:
+        return "backslash in path"
+    if any(p == ".." for p in PurePosixPath(name).parts):
+        return "'..' in path"
+    fmt = stat.S_IFMT(info.external_attr >> 16)  # Unix file type, 0 when the archiver did not record one
+    if fmt and fmt not in (stat.S_IFREG, stat.S_IFDIR):
+        return "symbolic link" if fmt == stat.S_IFLNK else "special file"
+    return None
+
+
+def extract(archive: Path, dest: Path, progress: bool = True) -> bool:
+    """Unpack zip ``archive`` into ``dest``; returns False when it was already done.
+
+    Raises:
+        ArchiveError: the archive is truncated/corrupted (names it and says to delete it), holds an
+            unsafe member, or ``dest`` lacks the free space its uncompressed size needs.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if is_extracted(archive, dest):
+        return False
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise ArchiveError(f"{archive} is not a readable zip archive ({e}); it is probably truncated or "
+                           "corrupted: delete it and run prepare again to download it afresh") from None
+    with zf:
+        infos = zf.infolist()
+        bad = [(i.filename, p) for i in infos if (p := _member_problem(i))]
+        if bad:
+            raise ArchiveError(f"{archive}: refusing to extract {len(bad)} unsafe member(s) (first: "
+                               f"{bad[0][0]!r}: {bad[0][1]}); the archive is not a genuine DCASE archive")
+        need = sum(i.file_size for i in infos)
+        dest.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(dest).free
+        if need * SPACE_MARGIN > free:
+            raise ArchiveError(f"not enough free space to extract {archive.name}: needs {need / 1e9:.2f} GB, "
+                               f"{free / 1e9:.2f} GB free under {dest}; free some space or choose another "
+                               "--data-dir")
+        staging = dest / f".partial-{archive.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=need, desc=f"extract {archive.name}", unit="B", unit_scale=True, leave=False,
+                       mininterval=0.5)
+        try:
+            for info in infos:
+                target = staging / info.filename
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)  # zipfile checks the CRC at the end
+                if bar is not None:
+                    bar.update(info.file_size)
+        except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ArchiveError(f"{archive} is corrupted ({e}); delete it and run prepare again to download "
+                               "it afresh") from None
+        except OSError as e:  # disk full, permissions
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ArchiveError(f"cannot extract {archive.name} into {dest}: {e}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+    n = _merge(staging, dest)
+    shutil.rmtree(staging, ignore_errors=True)
+    marker = marker_path(archive, dest)
+    marker.parent.mkdir(exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"archive": archive.name, "size": archive.stat().st_size, "files": n,
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    os.replace(tmp, marker)
+    return True
+
+
+def _merge(staging: Path, dest: Path) -> int:
+    """Move every file of ``staging`` to the same relative place under ``dest``; returns the count."""
+    n = 0
+    for root, _dirs, files in os.walk(staging):
+        rel = Path(root).relative_to(staging)
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            os.replace(Path(root) / f, dest / rel / f)
+            n += 1
+    return n
