@@ -19,6 +19,7 @@ class DataConfig:
     clip_seconds: float = 0.0  # 0 = the year's value (asd.data.years)
     sample_rate: int = 16000
     label: str = "main"  # classification target: main (machine x section x attrs x domain) | machine_section
+    cache: bool = True  # keep decoded clips under <data-dir>/<dataset>/cache (asd.cache)
 
 
 @dataclass
