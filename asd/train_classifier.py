@@ -146,7 +146,7 @@ def train_classifier(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: 
             scaler.update()
             with torch.no_grad():
                 acc = (heads["main"].logits(emb).argmax(1) == target.argmax(1)).float().mean()
-            tot_loss += float(loss) * len(idx)
+            tot_loss += float(loss.detach()) * len(idx)
             tot_acc += float(acc) * len(idx)
             count += len(idx)
         seconds = time.time() - t0
