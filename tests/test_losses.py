@@ -144,3 +144,17 @@ def test_featex_exchanges_second_part_and_builds_3c_targets():
         else:
             assert torch.allclose(t[i], torch.cat([y[i], torch.zeros(4)]))
     assert torch.allclose(t.sum(1), torch.ones(2))
+
+
+def test_specaug_masks_through_stft_round_trip():
+    from asd.augment import specaug
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(16000) / 16000
+    wave = torch.sin(2 * torch.pi * 440 * t).repeat(4, 1)
+    assert torch.equal(specaug(wave, 0.0, g), wave)
+    out = specaug(wave, 1.0, g, width=20)
+    assert out.shape == wave.shape
+    # Unmasked parts come back from the iSTFT nearly unchanged; masks remove energy somewhere.
+    assert (out.pow(2).sum(1) < wave.pow(2).sum(1)).all()
+    assert torch.isclose(out[:, 4000:4100], wave[:, 4000:4100], atol=1e-3).float().mean() > 0.5
