@@ -77,6 +77,13 @@ def _store(cfg: Config, rows: pd.DataFrame, desc: str):
     return WaveStore(rows, cfg.data.sample_rate, channel, cache_dir_of(rows) if cfg.data.cache else None, desc)
 
 
+def _autocast(device: torch.device, cfg: Config):
+    """CUDA: asd.train.autocast (``train.amp``); CPU: bfloat16 autocast when ``train.cpu_bf16``."""
+    if device.type == "cpu" and cfg.train.cpu_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return autocast(device, cfg.train.amp)
+
+
 def _to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
     t = torch.from_numpy(x)
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
@@ -133,7 +140,7 @@ def train_classifier(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: 
             target = nn.functional.one_hot(y[idx], n_cls).float().to(device)
             wave, target = mixup(wave, target, cfg.augment.mixup_prob, gen)
             wave = specaug(wave, cfg.augment.specaug_prob, gen)
-            with autocast(device, cfg.train.amp):
+            with _autocast(device, cfg):
                 emb = model(wave)
             emb = emb.float()
             loss = objective(heads, emb, target, cfg, model.branch_dim, gen)
@@ -192,7 +199,7 @@ def extract_classifier(cfg: Config, index: pd.DataFrame, checkpoint: dict, batch
         if j + 1 < len(starts):
             k = starts[j + 1]
             nxt = pool.submit(store.batch, np.arange(k, min(k + batch, len(index))), args["n_samples"])
-        with torch.inference_mode(), autocast(device, cfg.train.amp):
+        with torch.inference_mode(), _autocast(device, cfg):
             emb[i:i + len(wave_np)] = model(_to_device(wave_np, device)).float().cpu().numpy()
     pool.shutdown()
     return Embeddings(index, emb)

@@ -2,8 +2,9 @@
 
 Prints one table row per (device, stage): WAV decoding, cached waveform batches, feature extraction
 (the model's STFT + FFT inputs), training steps (forward, backward, AdamW step with the sub-cluster
-AdaCos head of ``dis_spec_scac_trainable``) and embedding extraction, plus batch size, threads and
-the process's peak resident memory. Clips are synthetic toy machine sounds written as 16-bit WAVs.
+AdaCos head of ``dis_spec_scac_trainable``) and embedding extraction, plus batch size, threads,
+clips per CPU-second (the work, whatever else shares the cores) and the peak resident memory.
+Clips are synthetic toy machine sounds written as 16-bit WAVs.
 
 Usage::
 
@@ -38,14 +39,18 @@ def make_clips(folder: Path, n: int, seconds: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def timed(fn, repeats: int, sync) -> float:
+def timed(fn, repeats: int, sync) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per call, after one warm-up call.
+
+    CPU seconds (all threads) tell the work done when other processes share the cores.
+    """
     fn()  # warm-up (allocations, kernel selection)
     sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
     sync()
-    return (time.perf_counter() - t0) / repeats
+    return (time.perf_counter() - t0) / repeats, (time.process_time() - c0) / repeats
 
 
 def bench_device(device: torch.device, rows: pd.DataFrame, args) -> list[dict]:
@@ -59,9 +64,10 @@ def bench_device(device: torch.device, rows: pd.DataFrame, args) -> list[dict]:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out = []
 
-    def row(stage, seconds_per_batch, batch=bs):
+    def row(stage, times, batch=bs):
+        wall, cpu = times
         out.append(dict(device=device.type, stage=stage, batch=batch, threads=torch.get_num_threads(),
-                        clips_per_s=batch / seconds_per_batch))
+                        clips_per_s=batch / wall, clips_per_cpu_s=batch / max(cpu, 1e-9)))
 
     if device.type == "cpu":  # host-side stages, measured once
         paths = list(rows["abspath"][:bs])
@@ -87,24 +93,28 @@ def bench_device(device: torch.device, rows: pd.DataFrame, args) -> list[dict]:
 
     scaler = grad_scaler(device, True)
 
-    def step():
-        with autocast(device, True):
-            emb = model(wave)
-        loss = head(emb.float(), target)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+    # On CPU, also the opt-in bfloat16 autocast (train.cpu_bf16); on CUDA, asd.train.autocast.
+    variants = [("", lambda: autocast(device, True))]
+    if device.type == "cpu" and args.bf16:
+        variants.append((" bf16", lambda: torch.autocast("cpu", dtype=torch.bfloat16)))
+    for tag, ctx in variants:
+        def step():
+            with ctx():
+                emb = model(wave)
+            loss = head(emb.float(), target)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
-    model.train()
-    row("train step (fwd+bwd+AdamW)", timed(step, args.steps, sync))
-    model.eval()
+        def embed():
+            with torch.inference_mode(), ctx():
+                model(wave)
 
-    def embed():
-        with torch.inference_mode(), autocast(device, True):
-            model(wave)
-
-    row("embedding extraction", timed(embed, args.steps, sync))
+        model.train()
+        row(f"train step (fwd+bwd+AdamW){tag}", timed(step, args.steps, sync))
+        model.eval()
+        row(f"embedding extraction{tag}", timed(embed, args.steps, sync))
     return out
 
 
@@ -114,6 +124,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3, help="timed repetitions per stage (after one warm-up)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--bf16", action="store_true", help="also time CPU bfloat16 autocast (train.cpu_bf16)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
