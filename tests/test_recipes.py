@@ -126,3 +126,21 @@ def test_cli_evaluate_several_backends_from_one_extraction(toy_dir, store):
     assert [mlflow.get_run(i).data.params["backend.name"] for i in ids] == ["knn_smote", "knn_rescale"]
     scores = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=ids[0], artifact_path="scores/fan.csv"))
     assert {"file", "score", "decision", "domain"} <= set(scores.columns)
+
+
+def test_cpu_bf16_training_and_machine_section_labels(toy_dir, tmp_path):
+    from asd.config import load_recipe
+    from asd.data.index import read_index
+    from asd.train import load_checkpoint
+    from asd.train_classifier import extract_classifier, train_classifier
+
+    cfg = load_recipe("dis_spec_adacos_fixed", ["train.epochs=2", "data.clip_seconds=1", "train.batch_size=8",
+                                                "train.cpu_bf16=true", "data.label=machine_section"])
+    idx = read_index(toy_dir, "toy", ["valve", "slider"])
+    seen = []
+    result = train_classifier(cfg, idx[idx["phase"] == "train"], tmp_path, lambda e, m: seen.append((e, m)), None)
+    assert [e for e, _ in seen] == [1, 2] and all(np.isfinite(m["train/loss"]) for _, m in seen)
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt["classes"] == ["slider---0", "valve---0"] and ckpt["label"] == "machine_section"
+    emb = extract_classifier(cfg, idx, ckpt)
+    assert emb.embedding.shape == (len(idx), 256) and np.isfinite(emb.embedding).all()
