@@ -1,8 +1,7 @@
 """The built-in synthetic dataset: machine sounds in the exact DCASE 2023 layout, made with numpy.
 
 Every machine type is a parametric sound: a harmonic series on a rotation/pass frequency set by its
-attributes (speed, load, pattern, ...) with a harmonic fingerprint per attribute combination (each
-operating condition has its own timbre), a machine-specific texture (air hiss, gear mesh, bearing
+attributes (speed, load, pattern, ...), a machine-specific texture (air hiss, gear mesh, bearing
 resonance, valve clicks, liquid noise, slide sweeps) and background noise. The target domain uses
 attribute values never seen in the source domain, a different background (colour, level and a mains
 hum) and has only a handful of training clips. Anomalies are subtle, of five kinds: impulses,
@@ -129,10 +128,6 @@ def synthesize(machine: str, attrs: dict[str, str], domain: str, anomaly: str | 
     amps = k ** (-m["tilt"]) * rng.lognormal(0.0, 0.12, len(k))
     emph = m["emph"](attrs)
     amps[(k % emph) == 0] *= 3.0  # e.g. blade-pass or gear-mesh orders dominate
-    # Each operating condition (attribute values) excites the machine's resonances differently: a
-    # fixed harmonic fingerprint per (machine, attributes), so conditions differ in timbre, not
-    # only in speed, as real load, velocity or pattern settings do.
-    amps *= _rng(0, machine, "timbre", *sorted(attrs.items())).lognormal(0.0, 0.5, len(k))
     amps[k * f0 > 7000] = 0.0
     # Instantaneous frequency: slow natural drift, a slider's sweep, or an anomalous wobble.
     inst = 1.0 + 0.002 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t + rng.uniform(0, 6.3))
