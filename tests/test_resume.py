@@ -26,9 +26,11 @@ def test_sigkill_mid_epoch_then_resume(toy_dir, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_RUN_ID", None)
     sets = ["--set", f"train.epochs={EPOCHS}", "--set", "data.clip_seconds=2", "--set", "train.batch_size=4"]
+    # Create the store and experiment first: two processes creating a fresh SQLite store race on its schema.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("asd")
     proc = _cli(["train", "--recipe", "dis_spec_scac_trainable", "--data-dir", str(toy_dir), "--machines",
                  "fan,pump", *sets], env, tmp_path)
-    mlflow.set_tracking_uri(uri)
     client = mlflow.tracking.MlflowClient()
     run_id, deadline = None, time.time() + 300
     try:
