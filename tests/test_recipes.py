@@ -21,8 +21,11 @@ def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # mlflow.set_experiment exports it: other stores' ids
         mp.chdir(tmp)
         mlflow.set_tracking_uri(uri)
+        while mlflow.active_run():
+            mlflow.end_run()
         yield uri
 
 

@@ -18,13 +18,15 @@ def _cli(args, env, cwd, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_sigkill_mid_epoch_then_resume(toy_dir, tmp_path):
+def test_sigkill_mid_epoch_then_resume(toy_dir, tmp_path, monkeypatch):
     from asd.tracking import local_artifact_dir
     from asd.train import load_checkpoint
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_RUN_ID", None)
+    env.pop("MLFLOW_EXPERIMENT_ID", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # set_experiment below exports it; undone after
     sets = ["--set", f"train.epochs={EPOCHS}", "--set", "data.clip_seconds=2", "--set", "train.batch_size=4"]
     # Create the store and experiment first: two processes creating a fresh SQLite store race on its schema.
     mlflow.set_tracking_uri(uri)
