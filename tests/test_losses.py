@@ -99,7 +99,7 @@ def test_scadacos_subcluster_probabilities_sum_per_class():
     y = torch.tensor([[0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
     P = torch.softmax(loss.logits(x), 1).detach().numpy()
     expect = -(np.log(P[0, 2]) + 0.5 * np.log(P[1, 0]) + 0.5 * np.log(P[1, 1])) / 2
-    assert float(loss(x, y)) == pytest.approx(expect, rel=1e-5)
+    assert loss(x, y).item() == pytest.approx(expect, rel=1e-5)
 
 
 def test_adaproj_cosine_to_class_subspace():
