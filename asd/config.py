@@ -19,6 +19,7 @@ class DataConfig:
     clip_seconds: float = 0.0  # 0 = the year's value (asd.data.years)
     sample_rate: int = 16000
     label: str = "main"  # classification target: main (machine x section x attrs x domain) | machine_section
+    cache: bool = True  # keep decoded clips under <data-dir>/<dataset>/cache (asd.cache)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # mixed precision on CUDA only
+    cpu_bf16: bool = False  # bfloat16 autocast on CPU for the CNN (opt-in: ~1.4x faster on AVX-512 BF16 CPUs)
     grad_clip: float = 0.0
     num_threads: int = 0  # 0 = torch default
 

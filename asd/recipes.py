@@ -37,3 +37,37 @@ RECIPES: dict[str, dict] = {
         "backend.name": "knn",
     },
 }
+
+# The discriminative recipes (SPEC.md §3.3-3.5): one shared MultiResNet for every machine type,
+# trained on linear-magnitude spectra to classify machine x section x attributes x domain, AdamW
+# 1e-3 (weight decay 0.01, torch's default), batch 64, 16 epochs, no LR schedule; scored by cosine
+# kNN with SMOTE-augmented target neighbours (the backend of the reference's results table).
+_DIS_SPEC = {
+    "model.name": "multiresnet",
+    "model.stft_sizes": [1024],
+    "model.use_fft": True,
+    "model.embed_dim": 128,  # per branch: FFT + STFT -> 256-d
+    "loss.name": "scadacos",
+    "loss.subclusters": 16,
+    "loss.trainable": False,
+    "loss.dynamic": False,
+    "augment.mixup_prob": 0.5,
+    "data.label": "main",
+    "train.optimizer": "adamw",
+    "train.lr": 1e-3,
+    "train.batch_size": 64,
+    "train.epochs": 16,
+    "backend.name": "knn_smote",
+}
+RECIPES.update({
+    "dis_spec_adacos_fixed_wo_mixup": {**_DIS_SPEC, "loss.name": "adacos", "loss.subclusters": 1,
+                                       "augment.mixup_prob": 0.0},
+    "dis_spec_adacos_fixed": {**_DIS_SPEC, "loss.name": "adacos", "loss.subclusters": 1},
+    "dis_spec_scac_fixed": dict(_DIS_SPEC),
+    "dis_spec_scac_trainable": {**_DIS_SPEC, "loss.trainable": True},
+    # Main head with fixed centres plus one trainable sub-cluster head per 128-d branch embedding.
+    "dis_spec_subspaceloss": {**_DIS_SPEC, "loss.subspace_weight": 1.0},
+    # Main head with fixed centres plus a trainable 3C-way head on feature-exchanged embeddings.
+    "dis_spec_featex": {**_DIS_SPEC, "loss.featex_weight": 1.0, "augment.featex_prob": 0.5},
+    "dis_multispec_scac_trainable": {**_DIS_SPEC, "model.stft_sizes": [256, 1024, 4096], "loss.trainable": True},
+})

@@ -1,0 +1,163 @@
+"""MultiResNet: the dual-branch and multi-branch CNN frontends of the discriminative recipes (SPEC.md §3.3).
+
+One model name, ``multiresnet``, configured by ``stft_sizes`` and ``use_fft``:
+``[1024]`` + FFT is the dual-branch model (2 x 128 = 256-d), ``[256, 1024, 4096]`` + FFT the
+multi-branch one (512-d). The model takes raw waveforms ``(batch, samples)`` and computes its
+spectra itself, so features are made on the same device as the network (GPU included).
+
+Every layer is bias-free and every BatchNorm has no affine parameters (ASDKit's ``use_bias=False``).
+Layer sizes are derived from the input length: the flatten sizes follow ``n_samples``, the FFT
+branch shrinks a kernel that would be longer than its input, and a spectrogram with fewer frames
+than the stem needs is tiled in time. So 1-s test clips and 4-s toy clips work as well as 10-s ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from asd.models import register
+
+F_CUT_HZ = 200.0  # STFT bins below this are dropped (hum and rumble carry little machine identity)
+_STEM_MIN_FRAMES = 11  # conv 7 (stride 2) then max-pool 3 need at least 11 input frames
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating from the channel means, for ``(B, C, L)`` or ``(B, C, H, W)`` inputs."""
+
+    def __init__(self, channels: int, ratio: int = 16):
+        super().__init__()
+        hidden = max(1, channels // ratio)
+        self.gate = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(),
+                                  nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.gate(x.flatten(2).mean(-1))
+        return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3-SE plus a shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(c_in, affine=False), nn.ReLU(),
+            nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out, affine=False), nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, 1, padding=1, bias=False),
+            SqueezeExcite(c_out),
+        )
+        short: list[nn.Module] = []
+        if stride != 1:
+            short.append(nn.MaxPool2d(3, stride, padding=1))
+        if c_in != c_out:
+            short.append(nn.Conv2d(c_in, c_out, 1, bias=False))
+        self.shortcut = nn.Sequential(*short)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+def _half(n: int) -> int:
+    """Output size of a stride-2 layer that keeps ceil(n / 2) (3x3 conv or pool with padding 1)."""
+    return (n - 1) // 2 + 1
+
+
+class STFTBranch(nn.Module):
+    """Linear-magnitude STFT (bins >= 200 Hz) -> ResNet with squeeze-excitation -> ``out_dim``."""
+
+    def __init__(self, n_fft: int, hop: int, sample_rate: int = 16000, out_dim: int = 128):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.first_bin = math.ceil(F_CUT_HZ * n_fft / sample_rate)
+        n_bins = n_fft // 2 + 1 - self.first_bin
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.freq_norm = nn.BatchNorm1d(n_bins, affine=False)  # per-bin standardisation
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 7, 2, bias=False), nn.BatchNorm2d(16, affine=False), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2))
+        blocks = [ResBlock(16, 16), ResBlock(16, 16)]
+        for c_in, c_out in ((16, 32), (32, 64), (64, 128)):
+            blocks += [ResBlock(c_in, c_out, 2), ResBlock(c_out, c_out)]
+        self.blocks = nn.Sequential(*blocks)
+        f = ((n_bins - 7) // 2 + 1 - 3) // 2 + 1
+        for _ in range(3):
+            f = _half(f)
+        self.flat_bins = f
+        self.head = nn.Sequential(nn.BatchNorm1d(128 * f, affine=False), nn.Linear(128 * f, out_dim, bias=False))
+
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        """``(B, bins, frames)`` magnitude, normalised by the window's energy (torchaudio's ``normalized``)."""
+        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect",
+                          return_complex=True).abs()
+        spec = spec[:, self.first_bin:] / self.window.pow(2).sum().sqrt()
+        if spec.shape[-1] < _STEM_MIN_FRAMES:  # a very short clip: tile it in time, as short clips are tiled
+            spec = spec.repeat(1, 1, -(-_STEM_MIN_FRAMES // spec.shape[-1]))
+        return spec
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(wave.device.type, enabled=False):  # spectra in float32 even under AMP
+            x = self.freq_norm(self.spectrogram(wave.float()))
+        x = self.blocks(self.stem(x.unsqueeze(1)))  # (B, 128, F', T')
+        return self.head(x.amax(dim=-1).flatten(1))  # max over time, then the frequency layout is kept
+
+
+class FFTBranch(nn.Module):
+    """|rFFT| of the whole clip -> three strided Conv1d+SE -> MLP -> ``out_dim``."""
+
+    SPECS = ((256, 64), (64, 32), (16, 4))  # (kernel, stride) of the reference layers
+
+    def __init__(self, n_samples: int, out_dim: int = 128, channels: int = 128):
+        super().__init__()
+        length = n_samples // 2 + 1
+        layers: list[nn.Module] = []
+        c_in = 1
+        for k, s in self.SPECS:
+            k = min(k, length)  # short clips: the kernel covers what is left instead of failing
+            s = min(s, k)
+            layers += [nn.Conv1d(c_in, channels, k, s, bias=False), nn.ReLU(), SqueezeExcite(channels)]
+            length = (length - k) // s + 1
+            c_in = channels
+        self.convs = nn.Sequential(*layers)
+        self.flat_len = length
+        mlp: list[nn.Module] = [nn.Linear(channels * length, 128, bias=False), nn.BatchNorm1d(128, affine=False),
+                                nn.ReLU()]
+        for _ in range(4):
+            mlp += [nn.Linear(128, 128, bias=False), nn.BatchNorm1d(128, affine=False), nn.ReLU()]
+        mlp.append(nn.Linear(128, out_dim, bias=False))
+        self.mlp = nn.Sequential(*mlp)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(wave.device.type, enabled=False):
+            mag = torch.fft.rfft(wave.float()).abs()
+        return self.mlp(self.convs(mag.unsqueeze(1)).flatten(1))
+
+
+@register("multiresnet")
+class MultiResNet(nn.Module):
+    """Waveform ``(B, n_samples)`` -> embedding ``(B, embed_dim * branches)``: [FFT | STFT n1 | STFT n2 ...].
+
+    Args:
+        n_samples: clip length in samples (every clip is tiled or cropped to it).
+        stft_sizes: FFT sizes of the STFT branches; hop = n_fft / 2.
+        use_fft: add the whole-clip spectrum branch.
+        embed_dim: output size of each branch (128 in every recipe).
+    """
+
+    def __init__(self, n_samples: int, sample_rate: int = 16000, stft_sizes=(1024,), use_fft: bool = True,
+                 embed_dim: int = 128):
+        super().__init__()
+        if n_samples < 1024:
+            raise ValueError(f"clips of {n_samples} samples are too short for the CNN; use data.clip_seconds >= 0.1")
+        branches: list[nn.Module] = [FFTBranch(n_samples, embed_dim)] if use_fft else []
+        branches += [STFTBranch(int(n), int(n) // 2, sample_rate, embed_dim) for n in stft_sizes]
+        if not branches:
+            raise ValueError("multiresnet needs at least one branch: set model.use_fft=true or model.stft_sizes")
+        self.branches = nn.ModuleList(branches)
+        self.branch_dim = embed_dim
+        self.dim = embed_dim * len(branches)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return torch.cat([b(wave) for b in self.branches], dim=1)
