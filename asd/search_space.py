@@ -152,18 +152,9 @@ def _models() -> set[str]:
 
 def _losses() -> set[str]:
     """Losses the training code understands: the built-in ``mse``/``none`` plus the loss registry."""
-    import importlib
+    from asd.losses import available
 
-    names = {"mse", "none"}
-    try:
-        losses = importlib.import_module("asd.losses")
-    except ModuleNotFoundError as e:
-        if e.name != "asd.losses":
-            raise
-        return names
-    if hasattr(losses, "available"):
-        return names | set(losses.available())
-    return names | set(getattr(losses, "_REGISTRY", {}))
+    return {"mse", "none"} | set(available())
 
 
 def sample(trial, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
