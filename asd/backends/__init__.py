@@ -8,42 +8,14 @@ otherwise score a clip against itself), so decisions never need anomalous data.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
-_REGISTRY: dict[str, type] = {}
-_MODULES = ("asd.backends.knn", "asd.backends.kmeans", "asd.backends.mahalanobis")
+from asd.registry import Registry
 
-
-def register(name: str):
-    def deco(cls):
-        _REGISTRY[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return deco
-
-
-def _load() -> None:
-    for mod in _MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
-def available() -> list[str]:
-    _load()
-    return sorted(_REGISTRY)
-
-
-def backend_class(name: str) -> type:
-    _load()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backend {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+REGISTRY = Registry("backend", ("asd.backends.knn", "asd.backends.kmeans", "asd.backends.mahalanobis"))
+register = REGISTRY.register
+available = REGISTRY.available
+backend_class = REGISTRY.get
 
 
 def get_backend(name: str, **params):

@@ -9,38 +9,22 @@ name, passing only the keyword arguments its constructor takes.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 
 import torch
 from torch import nn
 
-_REGISTRY: dict[str, type] = {}
-_MODULES = ("asd.losses.arcface", "asd.losses.adacos", "asd.losses.scadacos", "asd.losses.adaproj")
+from asd.registry import Registry
 
-
-def register(name: str):
-    def deco(cls):
-        _REGISTRY[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return deco
-
-
-def available() -> list[str]:
-    for mod in _MODULES:
-        importlib.import_module(mod)
-    return sorted(_REGISTRY)
+REGISTRY = Registry("loss", ("asd.losses.arcface", "asd.losses.adacos", "asd.losses.scadacos", "asd.losses.adaproj"))
+register = REGISTRY.register
+available = REGISTRY.available
 
 
 def get_loss(name: str, embed_dim: int, n_classes: int, **kw) -> nn.Module:
     """Build loss ``name``; keyword arguments its constructor does not take are ignored."""
-    names = available()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown loss {name!r}; available: {', '.join(names)}")
-    cls = _REGISTRY[name]
+    cls = REGISTRY.get(name)
     accepted = set(inspect.signature(cls.__init__).parameters)
     return cls(embed_dim, n_classes, **{k: v for k, v in kw.items() if k in accepted})
 
