@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 SR = 16000
-ANOMALIES = ("impulses", "sidebands", "wobble", "missing_harmonic", "rubbing")
+ANOMALIES = ("impulses", "sidebands", "wobble", "missing_harmonic", "rubbing", "off_speed")
 
 
 @dataclass
@@ -60,26 +60,32 @@ def parse_spec(text: str) -> ToySpec:
 # Per machine type: attribute values per domain (key, source values, target values), the pass
 # frequency each attribute value implies, and the sound's character.
 MACHINES: dict[str, dict] = {
+    # Attribute values sit close together (a few percent of speed, one modulation rate or harmonic
+    # pattern apart), so telling operating conditions apart takes the fine spectral structure that
+    # the anomalies disturb, not the coarse spectral shape that the recording conditions change.
     "fan": dict(attrs=[("spd", ["1", "2", "3"], ["4"]), ("blade", ["4", "5"], ["4", "5"])],
-                f0=lambda a: 38.0 + 9.0 * int(a["spd"]), n_harm=24, emph=lambda a: int(a["blade"]),
-                tilt=1.0, texture=(2200.0, 1800.0, 0.5), clicks=None, sweep=None),
+                f0=lambda a: 50.0 * (1 + 0.045 * int(a["spd"])), n_harm=24, emph=lambda a: int(a["blade"]),
+                tilt=1.0, texture=(2200.0, 1800.0, 0.5), clicks=None, sweep=None, mod=None),
     "gearbox": dict(attrs=[("volt", ["1.0", "1.5", "2.0"], ["2.5"]), ("wt", ["100", "150"], ["200"])],
-                    f0=lambda a: 18.0 * float(a["volt"]) + 5.0, n_harm=40, emph=lambda a: 21,
-                    tilt=0.6, texture=(900.0, 500.0, 0.25), clicks=None, sweep=None),
+                    f0=lambda a: 20.0 * (1 + 0.09 * float(a["volt"])), n_harm=40, emph=lambda a: 21,
+                    tilt=0.6, texture=(900.0, 500.0, 0.25), clicks=None, sweep=None,
+                    mod=lambda a: (float(a["wt"]) / 25.0, 0.3)),
     "bearing": dict(attrs=[("vel", ["6", "10", "14"], ["18"]), ("loc", ["A", "B"], ["C"])],
-                    f0=lambda a: 4.0 * float(a["vel"]), n_harm=12, emph=lambda a: 3,
-                    tilt=1.4, texture=(4200.0, 1500.0, 0.7), clicks=None, sweep=None),
+                    f0=lambda a: 40.0 * (1 + 0.011 * float(a["vel"])), n_harm=12, emph=lambda a: 3,
+                    tilt=1.4, texture=(4200.0, 1500.0, 0.7), clicks=None, sweep=None,
+                    mod=lambda a: ({"A": 3.0, "B": 4.5, "C": 6.0}[a["loc"]], 0.3)),
     "valve": dict(attrs=[("pat", ["00", "01", "02"], ["03"])],
-                  f0=lambda a: 120.0 + 15.0 * int(a["pat"]), n_harm=10, emph=lambda a: 2,
+                  f0=lambda a: 120.0 * (1 + 0.04 * int(a["pat"])), n_harm=10, emph=lambda a: 2,
                   tilt=1.2, texture=(3000.0, 2500.0, 0.3),
-                  clicks=lambda a: [0.0, 0.25, 0.5 + 0.1 * int(a["pat"])], sweep=None),
+                  clicks=lambda a: [0.0, 0.25, 0.5 + 0.1 * int(a["pat"])], sweep=None, mod=None),
     "pump": dict(attrs=[("flow", ["10", "20", "30"], ["45"])],
-                 f0=lambda a: 24.0 + 0.6 * float(a["flow"]), n_harm=30, emph=lambda a: 5,
-                 tilt=0.9, texture=(500.0, 350.0, 0.6), clicks=None, sweep=None),
+                 f0=lambda a: 30.0 * (1 + 0.0045 * float(a["flow"])), n_harm=30, emph=lambda a: 5,
+                 tilt=0.9, texture=(500.0, 350.0, 0.6), clicks=None, sweep=None,
+                 mod=lambda a: (float(a["flow"]) / 6.0, 0.25)),
     "slider": dict(attrs=[("vel", ["300", "500"], ["800"]), ("ac", ["0.1", "0.2"], ["0.3"])],
-                   f0=lambda a: 60.0 + 0.05 * float(a["vel"]), n_harm=16, emph=lambda a: 4,
+                   f0=lambda a: 60.0 * (1 + 0.0001 * float(a["vel"])), n_harm=16, emph=lambda a: 4,
                    tilt=1.1, texture=(1600.0, 1200.0, 0.35), clicks=None,
-                   sweep=lambda a: (float(a["vel"]) / 400.0, 4.0 * float(a["ac"]) / 100.0 + 0.02)),
+                   sweep=lambda a: (float(a["vel"]) / 400.0, 4.0 * float(a["ac"]) / 100.0 + 0.02), mod=None),
 }
 DEV_MACHINES = ("fan", "gearbox", "bearing", "valve")
 EVAL_MACHINES = ("pump", "slider")
@@ -138,13 +144,23 @@ def _clicks(rng, n: int, times: np.ndarray, center: float, decay_ms: float = 3.0
     return out
 
 
+def _tilt(x: np.ndarray, beta: float) -> np.ndarray:
+    """Colour a signal by ``(f / 1 kHz) ** (beta / 2)`` in amplitude: a microphone's placement and response."""
+    spec = np.fft.rfft(x)
+    f = np.maximum(np.fft.rfftfreq(len(x), 1 / SR), 50.0)
+    return np.fft.irfft(spec * (f / 1000.0) ** (beta / 2), len(x))
+
+
 def synthesize(machine: str, attrs: dict[str, str], domain: str, anomaly: str | None, rng: np.random.Generator,
                seconds: float, severity: float = 1.0) -> np.ndarray:
     """One clip of ``machine`` as float32 in [-1, 1]; ``anomaly`` is None or one of :data:`ANOMALIES`."""
     m, speed = _template(machine)
     n = int(seconds * SR)
     t = np.arange(n) / SR
-    f0 = m["f0"](attrs) * speed * rng.uniform(0.98, 1.02)  # speed jitter: normal variation between clips
+    f0 = m["f0"](attrs) * speed * rng.uniform(0.994, 1.006)  # speed jitter: normal variation between clips
+    sev = severity * rng.uniform(0.6, 1.4)
+    if anomaly == "off_speed":  # running 1.5-3% off its set speed: between two operating points
+        f0 *= 1.0 + rng.choice([-1.0, 1.0]) * 0.022 * sev
     k = np.arange(1, m["n_harm"] + 1)
     amps = k ** (-m["tilt"]) * rng.lognormal(0.0, 0.12, len(k))
     emph = m["emph"](attrs)
@@ -155,15 +171,17 @@ def synthesize(machine: str, attrs: dict[str, str], domain: str, anomaly: str | 
     if m["sweep"] is not None:
         rate, depth = m["sweep"](attrs)
         inst += depth * np.sin(2 * np.pi * rate * t)
-    sev = severity * rng.uniform(0.6, 1.4)
     am = np.ones(n)
+    if m["mod"] is not None:  # a load- or position-dependent pulsation is part of the normal sound
+        rate, depth = m["mod"](attrs)
+        am += depth * np.sin(2 * np.pi * rate * t + rng.uniform(0, 6.3))
     if anomaly == "wobble":
         inst += 0.012 * sev * np.sin(2 * np.pi * rng.uniform(1.0, 4.0) * t)
     elif anomaly == "sidebands":
         am += 0.35 * sev * np.sin(2 * np.pi * rng.uniform(6.0, 18.0) * t)
     elif anomaly == "missing_harmonic":
         top = np.argsort(amps)[::-1][:3]
-        amps[rng.choice(top)] *= max(0.0, 1.0 - 0.7 * sev)
+        amps[rng.choice(top)] *= max(0.0, 1.0 - 0.5 * sev)
     phase = 2 * np.pi * f0 * np.cumsum(inst) / SR
     harm = (amps[:, None] * np.sin(k[:, None] * phase[None, :] + rng.uniform(0, 6.3, (len(k), 1)))).sum(0)
     harm = harm / (np.sqrt(np.mean(harm**2)) + 1e-12) * am
@@ -181,18 +199,23 @@ def synthesize(machine: str, attrs: dict[str, str], domain: str, anomaly: str | 
         x += 1.3 * sev * _clicks(rng, n, times, center=rng.uniform(1500, 5000), decay_ms=2.0)
     elif anomaly == "rubbing":
         rub = _band_noise(rng, n, rng.uniform(1200, 4000), 600.0)
-        x += 0.35 * sev * rub * np.clip(np.sin(2 * np.pi * f0 * t), 0, None) ** 2 * 2
+        x += 0.25 * sev * rub * np.clip(np.sin(2 * np.pi * f0 * t), 0, None) ** 2 * 2
+    # Recording conditions vary from clip to clip in ways that say nothing about the machine's health:
+    # the microphone's colouring, the background's colour and level, now and then another machine.
+    x = _tilt(x, rng.uniform(-0.5, 0.5))
     x = x / (np.sqrt(np.mean(x**2)) + 1e-12)
-    # Background: the target domain is recorded elsewhere (other noise colour, louder, mains hum).
+    bg = _colored_noise(rng, n, rng.uniform(0.0, 2.0))
     if domain == "source":
-        snr_db, alpha = rng.uniform(8, 16), 1.0
-        bg = _colored_noise(rng, n, alpha)
-    else:
-        snr_db, alpha = rng.uniform(4, 10), 0.4
-        bg = _colored_noise(rng, n, alpha) + 0.6 * np.sin(2 * np.pi * 50.0 * t * rng.uniform(0.99, 1.01))
+        snr_db = rng.uniform(6, 18)
+    else:  # the target domain is recorded elsewhere: louder, with mains hum
+        snr_db = rng.uniform(3, 12)
+        bg = bg + 0.6 * np.sin(2 * np.pi * 50.0 * t * rng.uniform(0.99, 1.01))
         bg /= np.sqrt(np.mean(bg**2))
+    if rng.random() < 0.2:  # a neighbouring machine's tone for a while
+        on = (t > rng.uniform(0, seconds * 0.7)) & (t < rng.uniform(seconds * 0.3, seconds) + seconds * 0.3)
+        bg = bg + rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(150, 3000) * t) * on
     x = x + 10 ** (-snr_db / 20) * bg
-    gain = 0.1 * 10 ** (rng.uniform(-3, 3) / 20)
+    gain = 0.1 * 10 ** (rng.uniform(-6, 3) / 20)
     return np.clip(x * gain, -1.0, 1.0).astype(np.float32)
 
 
