@@ -161,6 +161,8 @@ def _metric_list(metrics: dict, step: int):
 
 def _log_plots(study, parent: str) -> None:
     """Optimisation history, parallel coordinates and parameter importances (matplotlib, no browser)."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,7 +174,10 @@ def _log_plots(study, parent: str) -> None:
                      ("parallel_coordinate", ov.plot_parallel_coordinate),
                      ("param_importances", ov.plot_param_importances)):
         try:
-            ax = fn(study)
+            with warnings.catch_warnings():
+                # Optuna warns (experimental API, few trials per regime) on every refresh: noise here.
+                warnings.simplefilter("ignore")
+                ax = fn(study)
             fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
             fig.set_size_inches(10, 6)
             fig.tight_layout()
