@@ -17,6 +17,18 @@ def _pyplot():
     return plt
 
 
+def _save(fig, title: str, out: Path, dpi: int = 90) -> Path:
+    """Title, lay out, write ``out`` (creating its folder) and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def umap_2d(X: np.ndarray, seed: int = 0) -> np.ndarray:
     """2-D UMAP of L2-normalised embeddings (cosine metric), train and test fitted jointly."""
     import warnings
@@ -61,12 +73,7 @@ def plot_umap(xy: np.ndarray, rows: pd.DataFrame, title: str, out: Path) -> Path
         ax.scatter(xy[unk, 0], xy[unk, 1], s=10, c="grey", marker="x", label=f"test unlabelled ({unk.sum()})")
     ax.set_title("test clips")
     ax.legend(loc="best", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return _save(fig, title, out)
 
 
 def umap_figures(emb, out_dir: Path, title_prefix: str = "") -> list[Path]:
@@ -120,12 +127,7 @@ def plot_roc(scores: pd.DataFrame, rule: str, title: str, out: Path) -> Path:
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"section {int(sec):02d}",
                xlim=(0, 1), ylim=(0, 1.01))
         ax.legend(loc="lower right", fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return _save(fig, title, out)
 
 
 def plot_score_hist(scores: pd.DataFrame, threshold: float | None, title: str, out: Path) -> Path:
@@ -147,12 +149,7 @@ def plot_score_hist(scores: pd.DataFrame, threshold: float | None, title: str, o
             ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.4g}")
         ax.set(title=f"{d} domain", xlabel="anomaly score (higher = more anomalous)", ylabel="clips")
         ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return _save(fig, title, out)
 
 
 def evaluation_figures(scores: pd.DataFrame, thresholds: dict[str, float], rule: str, out_dir: Path,

@@ -48,3 +48,22 @@ def _threads():
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def run_cli(args, ok=True):
+    """Invoke the ``asd`` CLI in-process; with ``ok`` the command must exit 0."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, res.output
+    return res
+
+
+def last_run_id(output: str) -> str:
+    """The id of the ``run_id: <ID>`` line every run-creating command ends with."""
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("run_id: "), output
+    return last.split()[1]

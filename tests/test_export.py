@@ -7,20 +7,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from asd.cli import main
-
-
-def _run(args, ok=True):
-    res = CliRunner().invoke(main, args, catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
-
-
-def _last_run_id(output: str) -> str:
-    return output.strip().splitlines()[-1].split()[1]
+from tests.conftest import last_run_id as _last_run_id
+from tests.conftest import run_cli as _run
 
 
 # --- an implementation of the scoring that shares nothing with asd.metrics or scikit-learn ---------

@@ -2,22 +2,9 @@
 
 import mlflow
 import pytest
-from click.testing import CliRunner
 
-from asd.cli import main
-
-
-def _run(args, ok=True):
-    res = CliRunner().invoke(main, args, catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
-
-
-def _last_run_id(output: str) -> str:
-    last = output.strip().splitlines()[-1]
-    assert last.startswith("run_id: "), output
-    return last.split()[1]
+from tests.conftest import last_run_id as _last_run_id
+from tests.conftest import run_cli as _run
 
 
 def test_train_and_evaluate_ae(toy_dir, mlflow_store):

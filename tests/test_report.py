@@ -4,18 +4,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from asd.cli import main
+from tests.conftest import last_run_id as _last_run_id
+from tests.conftest import run_cli as _run
 
 TINY = "seconds=1,n_source_train=12,n_target_train=3,n_test=6"
-
-
-def _run(args, ok=True):
-    res = CliRunner().invoke(main, args, catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
 
 
 def test_main_seeds_then_report(tmp_path, mlflow_store):
