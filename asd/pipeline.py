@@ -104,8 +104,10 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
     import mlflow
 
     from asd.data.index import read_index
+    from asd.data.years import get_year
     from asd.evaluate import evaluate_embeddings
     from asd.extract import extract
+    from asd.plots import evaluation_figures
 
     tracking.setup()
     if not run_id and not checkpoint:
@@ -145,9 +147,6 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
                 elif plots:
                     for p in plots:
                         (d / p.name).write_bytes(p.read_bytes())
-                from asd.data.years import get_year
-                from asd.plots import evaluation_figures
-
                 evaluation_figures(result.scores, result.thresholds, get_year(cfg.data.dataset).rule, d,
                                    title_prefix=f"{cfg.recipe} / {name}: ")
             if "official" in result.metrics:
