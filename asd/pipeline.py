@@ -49,7 +49,7 @@ def run_train(cfg: Config, data_dir: str | Path, resume_run: str | None = None) 
     import mlflow
 
     from asd.data.index import read_index
-    from asd.train import family_of, load_checkpoint, train
+    from asd.models import family_of
 
     tracking.setup()
     resume = None
@@ -57,7 +57,9 @@ def run_train(cfg: Config, data_dir: str | Path, resume_run: str | None = None) 
         cfg = from_yaml(mlflow.artifacts.load_text(f"runs:/{resume_run}/config.yaml"))
     index = read_index(data_dir, cfg.data.dataset, _machines_of(cfg))
     tags = {"asd.recipe": cfg.recipe, "asd.dataset": cfg.data.dataset, "asd.seed": str(cfg.train.seed)}
-    with tracking.stage_run(f"train-{cfg.recipe}", "train", tags, run_id=resume_run, system_metrics=True) as run:
+    # A training-free recipe's run records its config only: no torch to import, no system metrics.
+    learns = family_of(cfg.model.name) != "none"
+    with tracking.stage_run(f"train-{cfg.recipe}", "train", tags, run_id=resume_run, system_metrics=learns) as run:
         if not resume_run:
             tracking.log_params_once(cfg.flat())
             mlflow.log_text(to_yaml(cfg), "config.yaml")
@@ -66,9 +68,9 @@ def run_train(cfg: Config, data_dir: str | Path, resume_run: str | None = None) 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics(metrics, step=epoch)
 
-        if family_of(cfg.model.name) == "none":
-            train(cfg, index, None)  # nothing to learn: the run records the config only
-        else:
+        if learns:
+            from asd.train import load_checkpoint, train
+
             with tracking.artifact_dir(run, "checkpoints") as ckpt_dir:
                 if resume_run:
                     last = ckpt_dir / "last.pt"
@@ -86,7 +88,8 @@ def load_train_run(run_id: str | None, checkpoint: str | None) -> tuple[Config, 
     """The config and checkpoint of a train run (or of a checkpoint file)."""
     import mlflow
 
-    from asd.train import family_of, load_checkpoint
+    from asd.models import family_of
+    from asd.train import load_checkpoint
 
     if checkpoint:
         ckpt = load_checkpoint(checkpoint)

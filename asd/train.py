@@ -26,12 +26,9 @@ import torch
 
 from asd.config import Config
 
+from asd.models import FAMILIES, family_of  # noqa: F401  (re-exported: the training families)
+
 EpochCallback = Callable[[int, dict[str, float]], None]
-FAMILIES = {"ae": "ae", "raw_spec": "none"}
-
-
-def family_of(model_name: str) -> str:
-    return FAMILIES.get(model_name, "classifier")
 
 
 @dataclass
