@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from asd.data.audio import read_wav
+from asd.data.audio import fix_length, read_wav
 
 
 def cache_dir_of(rows: pd.DataFrame) -> Path | None:
@@ -112,12 +112,8 @@ class WaveStore:
         for j, i in enumerate(idx):
             c, k = self.where[i]
             chunk = self.chunks[c]
-            a, b = chunk.offsets[k], chunk.offsets[k + 1]
-            length = b - a
-            if length >= n:
-                start = int(rng.integers(0, length - n + 1)) if rng is not None else 0
-                out[j] = chunk.data[a + start : a + start + n]
-            else:
-                out[j] = np.tile(chunk.data[a:b], -(-n // length))[:n]
+            clip = chunk.data[chunk.offsets[k] : chunk.offsets[k + 1]]
+            start = int(rng.integers(0, len(clip) - n + 1)) if rng is not None and len(clip) > n else 0
+            out[j] = fix_length(clip, n, start)
         out *= 1.0 / 32768.0
         return out

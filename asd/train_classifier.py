@@ -22,18 +22,13 @@ import torch
 from torch import nn
 
 from asd.config import Config
+from asd.data.dataset import clip_samples, wave_store
 from asd.train import (EpochCallback, TrainResult, autocast, grad_scaler, make_optimizer, resolve_device,
                        save_checkpoint, seed_everything)
 
 
-def n_samples_of(cfg: Config) -> int:
-    from asd.data.dataset import clip_samples
-
-    return clip_samples(cfg)
-
-
 def model_args(cfg: Config) -> dict:
-    return dict(n_samples=n_samples_of(cfg), sample_rate=cfg.data.sample_rate,
+    return dict(n_samples=clip_samples(cfg), sample_rate=cfg.data.sample_rate,
                 stft_sizes=[int(n) for n in cfg.model.stft_sizes], use_fft=bool(cfg.model.use_fft),
                 embed_dim=int(cfg.model.embed_dim))
 
@@ -69,14 +64,6 @@ def objective(heads: nn.ModuleDict, emb: torch.Tensor, target: torch.Tensor, cfg
     return loss
 
 
-def _store(cfg: Config, rows: pd.DataFrame, desc: str):
-    from asd.cache import WaveStore, cache_dir_of
-    from asd.data.years import get_year
-
-    channel = getattr(get_year(cfg.data.dataset), "channel", None)
-    return WaveStore(rows, cfg.data.sample_rate, channel, cache_dir_of(rows) if cfg.data.cache else None, desc)
-
-
 def _autocast(device: torch.device, cfg: Config):
     """CUDA: asd.train.autocast (``train.amp``); CPU: bfloat16 autocast when ``train.cpu_bf16``."""
     if device.type == "cpu" and cfg.train.cpu_bf16:
@@ -104,7 +91,7 @@ def train_classifier(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: 
     if (y < 0).any():
         raise ValueError("training clips with a class missing from the checkpoint's label map; "
                          "resume with the same index and machines as the interrupted run")
-    store = _store(cfg, rows, "decoding")
+    store = wave_store(rows, cfg, "decoding")
     args = model_args(cfg)
     model = build_model(cfg.model.name, **args).to(device)
     heads = build_heads(cfg, model.dim, model.branch_dim, len(model.branches), len(classes)).to(device)
@@ -189,7 +176,7 @@ def extract_classifier(cfg: Config, index: pd.DataFrame, checkpoint: dict, batch
     model.load_state_dict(checkpoint["state"]["model"])
     model.eval()
     index = index.reset_index(drop=True)
-    store = _store(cfg, index, "decoding")
+    store = wave_store(index, cfg, "decoding")
     emb = np.zeros((len(index), model.dim), dtype=np.float32)
     pool = ThreadPoolExecutor(1)
     starts = list(range(0, len(index), batch))
