@@ -99,9 +99,6 @@ class WaveStore:
     def __len__(self) -> int:
         return len(self.where)
 
-    def lengths(self) -> np.ndarray:
-        return np.array([np.diff(self.chunks[c].offsets)[i] for c, i in self.where])
-
     def batch(self, idx, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """``(len(idx), n)`` float32 clips of the rows ``idx``: tiled when shorter than ``n``, else cropped.
 

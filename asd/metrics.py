@@ -175,13 +175,6 @@ def _pauc_sorted(s: np.ndarray, y: np.ndarray, n1: int, n0: int, max_fpr: float)
     return 0.5 * (1.0 + (area - lo) / (hi - lo))
 
 
-def pauc_numpy(y: np.ndarray, score: np.ndarray, max_fpr: float = MAX_FPR) -> float:
-    """McClish-standardised partial AUC on FPR in [0, max_fpr]: sklearn's value without sklearn."""
-    y, score = np.asarray(y).astype(int), np.asarray(score, dtype=float)
-    order = np.argsort(-score, kind="mergesort")
-    return _pauc_sorted(score[order], y[order], int(y.sum()), int((y == 0).sum()), max_fpr)
-
-
 def _loo_auc(y: np.ndarray, score: np.ndarray) -> np.ndarray:
     """AUC with clip i left out, for every i, in closed form (ties count one half)."""
     pos, neg = score[y == 1], score[y == 0]

@@ -75,9 +75,6 @@ class Year:
     def archives(self) -> list[Remote]:
         return [f for f in self.files if f.is_archive]
 
-    def ground_truth(self) -> list[Remote]:
-        return [f for f in self.files if not f.is_archive]
-
 
 def _zenodo(kind: str, record: int, name: str, machine: str, what: str, split: str = "eval") -> Remote:
     return Remote(name, ZENODO.format(kind=kind, record=record, name=name), what, machine, split)
