@@ -24,6 +24,27 @@ F_CUT_HZ = 200.0  # STFT bins below this are dropped (hum and rumble carry littl
 _STEM_MIN_FRAMES = 11  # conv 7 (stride 2) then max-pool 3 need at least 11 input frames
 
 
+class StridedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that computes in float32 where the CPU's bfloat16 kernel is wrong.
+
+    oneDNN 3.12 (torch 2.13's CPU build) picks an AMX-BF16 brgemm kernel for bf16 convolutions on
+    CPUs with AMX. For a convolution with stride > 1 whose output is one column wide, that kernel
+    leaves part of its output unwritten, so the result holds whatever the allocator's memory held
+    (NaN included): measured on our AMX machines, 148 of 300 such shapes gave non-finite outputs or
+    gradients, none of 1,068 other shapes, and no Conv1d. A 1-s clip reaches the CNN's last
+    stride-2 block two frames wide, so bf16 training there gave NaN losses. The affected
+    convolutions are one column wide, so running them in float32 costs nothing measurable.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and self.stride[1] > 1:
+            width = (x.shape[-1] + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1)
+            if width // self.stride[1] + 1 == 1:
+                with torch.autocast("cpu", enabled=False):
+                    return super().forward(x.float()).to(torch.get_autocast_dtype("cpu"))
+        return super().forward(x)
+
+
 class SqueezeExcite(nn.Module):
     """Channel gating from the channel means, for ``(B, C, L)`` or ``(B, C, H, W)`` inputs."""
 
@@ -45,7 +66,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.BatchNorm2d(c_in, affine=False), nn.ReLU(),
-            nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False),
+            StridedConv2d(c_in, c_out, 3, stride, padding=1, bias=False),
             nn.BatchNorm2d(c_out, affine=False), nn.ReLU(),
             nn.Conv2d(c_out, c_out, 3, 1, padding=1, bias=False),
             SqueezeExcite(c_out),
@@ -76,7 +97,7 @@ class STFTBranch(nn.Module):
         n_bins = n_fft // 2 + 1 - self.first_bin
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.freq_norm = nn.BatchNorm1d(n_bins, affine=False)  # per-bin standardisation
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 7, 2, bias=False), nn.BatchNorm2d(16, affine=False), nn.ReLU(),
+        self.stem = nn.Sequential(StridedConv2d(1, 16, 7, 2, bias=False), nn.BatchNorm2d(16, affine=False), nn.ReLU(),
                                   nn.MaxPool2d(3, 2))
         blocks = [ResBlock(16, 16), ResBlock(16, 16)]
         for c_in, c_out in ((16, 32), (32, 64), (64, 128)):
