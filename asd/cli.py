@@ -1,6 +1,8 @@
 """The ``asd`` command line: parse, then call :mod:`asd.pipeline`. Heavy imports happen inside commands.
 
 Every command that creates MLflow runs prints ``run_id: <ID>`` as its last line of standard output.
+The MLproject entry points call these commands directly, so every option also accepts what MLflow
+passes for an unset parameter (an empty string) and numbers written as floats (``1.0``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,33 @@ import sys
 
 import click
 
-DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                        help="Where datasets live (default: $ASD_DATA_DIR or ./data).")
+
+class _IntLike(click.ParamType):
+    """An int that may be written ``3`` or ``3.0`` (MLproject has no integer parameter type)."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+            if f.is_integer():
+                return int(f)
+        except (TypeError, ValueError):
+            pass
+        self.fail(f"{value!r} is not an integer", param, ctx)
+
+
+INT = _IntLike()
+DATA_DIR = click.option("--data-dir", default=None, help="Where datasets live (default: $ASD_DATA_DIR or ./data).")
 MACHINES = click.option("--machines", default="", help="Comma-separated machine types (default: all).")
 TOY = click.option("--toy", "toy", default=None, metavar="K=V,...",
                    help="Size of the built-in toy set, e.g. seconds=2,n_source_train=50,n_test=20 (remembered).")
 SETS = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                    help="Override a config field, e.g. --set train.epochs=5 (repeatable).")
+                    help="Override a config field, e.g. --set train.epochs=5 (repeatable; one value may hold "
+                         "several, space-separated). --set wins over the other options.")
+DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Default: auto.")
 
 
 def _data_dir(value: str | None) -> str:
@@ -25,36 +47,34 @@ def _data_dir(value: str | None) -> str:
     return str(value or default_data_dir())
 
 
-def _csv(text: str) -> list[str]:
-    return [x.strip() for x in (text or "").split(",") if x.strip()]
+def _csv(values) -> list[str]:
+    """Items of comma-separated text, or of several such texts."""
+    values = [values] if isinstance(values, str) or values is None else values
+    return [x.strip() for v in values for x in (v or "").split(",") if x.strip()]
 
 
 def _done(run_ids) -> None:
-    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-    for rid in ids[:-1]:
+    for rid in [run_ids] if isinstance(run_ids, str) else list(run_ids):
         click.echo(f"run_id: {rid}")
-    click.echo(f"run_id: {ids[-1]}")
 
 
 class _Group(click.Group):
-    """Turns our known error types into one clear line instead of a traceback."""
+    """A user error (:class:`asd.errors.AsdError`) is one line on stderr and exit status 2; bugs keep their traceback."""
 
     def invoke(self, ctx):
+        from asd.errors import AsdError
+
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except Exception as e:  # noqa: BLE001
-            known = ("ClipIndexError", "AudioError", "ConfigError", "DownloadError", "ArchiveError", "ValueError",
-                     "FileNotFoundError", "RuntimeError")
-            if type(e).__name__ in known and not ctx.obj.get("debug"):
-                click.echo(f"error: {type(e).__name__}: {e}", err=True)
-                sys.exit(2)
-            raise
+        except AsdError as e:
+            if ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group)
-@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks, user errors included.")
 @click.option("-v", "--verbose", is_flag=True)
 @click.version_option(package_name="asd")
 @click.pass_context
@@ -70,7 +90,7 @@ def main(ctx, debug: bool, verbose: bool) -> None:
 @MACHINES
 @DATA_DIR
 @click.option("--mirror", default=None, help="Fetch every file as URL/<file name> instead of its official location.")
-@click.option("--archives", type=click.Path(file_okay=False), default=None, help="Use archives already in DIR.")
+@click.option("--archives", default=None, help="Use archives already in DIR.")
 @click.option("--check", is_flag=True, help="Only check an existing index against the official counts.")
 @click.option("--strict", is_flag=True, help="Count mismatches are errors, not warnings.")
 @TOY
@@ -78,22 +98,18 @@ def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict,
     """Download (or generate), unpack and index a dataset."""
     data_dir = _data_dir(data_dir)
     if check:
-        if dataset == "toy":
-            from asd.data.index import read_index
+        from asd.data.index import read_index
+        from asd.data.prepare import check
 
-            df = read_index(data_dir, dataset)
-            click.echo(f"{dataset}: {len(df)} clips, {df['machine'].nunique()} machines: index OK")
-            return
-        from asd.data.dcase import check_index
-
-        for line in check_index(dataset, data_dir, strict=strict):
+        for line in check(dataset, data_dir, strict=strict):
             click.echo(f"warning: {line}", err=True)
-        click.echo(f"{dataset}: index OK")
+        df = read_index(data_dir, dataset)
+        click.echo(f"{dataset}: {len(df)} clips, {df['machine'].nunique()} machines: index OK")
         return
     from asd.pipeline import run_prepare
 
-    _done(run_prepare(dataset, data_dir, split=split, machines=_csv(machines), mirror=mirror, archives=archives,
-                      strict=strict, toy_spec=toy))
+    _done(run_prepare(dataset, data_dir, split=split, machines=_csv(machines), mirror=mirror or None,
+                      archives=archives or None, strict=strict, toy_spec=toy or None))
 
 
 @main.command()
@@ -101,46 +117,41 @@ def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict,
 @click.option("--recipe", default="ae", show_default=True, help="A named recipe (see `asd recipes`).")
 @MACHINES
 @SETS
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Default: auto.")
-@click.option("--seed", type=int, default=None, help="Random seed (default: the recipe's, 0).")
+@DEVICE
+@click.option("--seed", type=INT, default=None, help="Random seed (default: the recipe's, 0).")
 @click.option("--seeds", default="", help="Several seeds, e.g. 0,1,2,3: one train run each.")
 @click.option("--resume", "resume", default=None, metavar="RUN_ID", help="Continue an interrupted train run.")
 @DATA_DIR
 def train(dataset, recipe, machines, sets, device, seed, seeds, resume, data_dir) -> None:
     """Train a recipe (a run that records the config, and weights where the method has any)."""
-    from asd.config import load_recipe
+    from asd.config.overrides import cli_overrides
+    from asd.config.recipes import load_recipe
     from asd.pipeline import run_train
 
     data_dir = _data_dir(data_dir)
     if resume:
         _done(run_train(None, data_dir, resume_run=resume))
         return
-    base = [f"data.dataset={dataset}", *sets]
-    if machines:
-        base.append(f"data.machines={machines}")
-    if device:
-        base.append(f"train.device={device}")
-    seed_list = [int(s) for s in _csv(seeds)] or [seed]
-    ids = []
-    for s in seed_list:
-        extra = [f"train.seed={s}"] if s is not None else []
-        ids.append(run_train(load_recipe(recipe, base + extra), data_dir))
-    _done(ids)
+    configs = [load_recipe(recipe, cli_overrides(dataset, machines, device, s, sets))
+               for s in [int(float(x)) for x in _csv(seeds)] or [seed]]  # every seed checked before training
+    _done([run_train(cfg, data_dir) for cfg in configs])
 
 
 @main.command()
 @click.option("--run-id", default=None, help="A train run to evaluate.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None)
-@click.option("--backend", "backends", multiple=True, help="Backend(s); one evaluate run each (default: the recipe's).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Or a checkpoint file.")
+@click.option("--backend", "backends", multiple=True,
+              help="Backend(s), repeatable or comma-separated; one evaluate run each (default: the recipe's).")
 @SETS
 @click.option("--no-umap", is_flag=True, help="Skip the UMAP figures.")
 @DATA_DIR
 def evaluate(run_id, checkpoint, backends, sets, no_umap, data_dir) -> None:
     """Score every test clip of a trained method and log the metrics."""
+    from asd.config.overrides import parse_sets
     from asd.pipeline import run_evaluate
 
-    _done(run_evaluate(_data_dir(data_dir), run_id=run_id, checkpoint=checkpoint, backends=list(backends) or None,
-                       overrides=list(sets), umap=not no_umap))
+    _done(run_evaluate(_data_dir(data_dir), run_id=run_id or None, checkpoint=checkpoint or None,
+                       backends=_csv(backends) or None, overrides=parse_sets(sets), umap=not no_umap))
 
 
 @main.command(name="main")
@@ -149,7 +160,7 @@ def evaluate(run_id, checkpoint, backends, sets, no_umap, data_dir) -> None:
 @MACHINES
 @SETS
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=INT, default=0, show_default=True)
 @click.option("--seeds", default="", help="Several seeds, e.g. 0,1,2,3: train and evaluate each recipe once per seed.")
 @click.option("--no-umap", is_flag=True)
 @TOY
@@ -159,13 +170,13 @@ def main_cmd(dataset, recipes, machines, sets, device, seed, seeds, no_umap, toy
     from asd.pipeline import run_main
 
     _done(run_main(dataset, _csv(recipes), _csv(machines) or None, list(sets), _data_dir(data_dir), device, seed,
-                   umap=not no_umap, toy_spec=toy, seeds=[int(s) for s in _csv(seeds)] or None))
+                   umap=not no_umap, toy_spec=toy or None, seeds=[int(float(s)) for s in _csv(seeds)] or None))
 
 
 @main.command()
 def recipes() -> None:
     """List the named recipes and their settings."""
-    from asd.recipes import RECIPES
+    from asd.config.recipes import RECIPES
 
     for name, preset in RECIPES.items():
         click.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
@@ -176,7 +187,7 @@ def recipes() -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
 def export(run_id, out) -> None:
     """Write the official submission files (anomaly scores and decisions) of an evaluate run."""
-    from asd.export import export_run
+    from asd.evaluation.export import export_run
 
     paths = export_run(run_id, out)
     machines = sorted({p.name.split("_")[2] for p in paths if p.name.startswith("anomaly_score_")})
@@ -191,7 +202,7 @@ def export(run_id, out) -> None:
               help="Extra MLflow filter on the evaluate runs, e.g. \"params.`train.epochs` = '20'\".")
 def report(experiment, out, filter_string) -> None:
     """Tables of official scores across evaluate runs (mean ± std over seeds) and a heat map."""
-    from asd.report import run_report
+    from asd.evaluation.report import run_report
 
     table, run_id = run_report(experiment, out, filter_string)
     click.echo(table)
@@ -201,7 +212,7 @@ def report(experiment, out, filter_string) -> None:
 
 @main.command()
 @click.option("--dataset", default="toy", show_default=True)
-@click.option("--n-trials", type=int, default=20, show_default=True,
+@click.option("--n-trials", type=INT, default=20, show_default=True,
               help="Finished (complete + pruned) trials the study should hold; workers stop there.")
 @click.option("--storage", default="sqlite:///optuna.db", show_default=True,
               help="Optuna RDB URL; e.g. postgresql://user:pw@host/db to share one study between machines.")
@@ -209,27 +220,27 @@ def report(experiment, out, filter_string) -> None:
 @click.option("--objective", default=None, help="Metric to maximise (default dev_official; any logged metric).")
 @click.option("--direction", type=click.Choice(["maximize", "minimize"]), default="maximize", show_default=True)
 @SETS
-@click.option("--space", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Search space YAML (default: asd/search_space.yaml).")
+@click.option("--space", default=None, help="Search space YAML (default: asd/search/space.yaml).")
 @click.option("--pruner", default="median", show_default=True,
               help="median | hyperband | none | NAME:key=value,... (e.g. threshold:lower=0.8).")
 @click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
-@click.option("--seed", type=int, default=None, help="Sampler seed (give each parallel worker its own).")
-@click.option("--heartbeat", type=int, default=30, show_default=True, help="Seconds between trial heartbeats.")
-@click.option("--grace", type=int, default=120, show_default=True,
+@click.option("--seed", type=INT, default=None, help="Sampler seed (give each parallel worker its own).")
+@click.option("--heartbeat", type=INT, default=30, show_default=True, help="Seconds between trial heartbeats.")
+@click.option("--grace", type=INT, default=120, show_default=True,
               help="Seconds without heartbeat before a running trial counts as dead and is retried.")
-@click.option("--no-cache", is_flag=True, help="Retrain every frontend (no shared embedding cache).")
+@click.option("--no-cache", is_flag=True, help="Retrain every frontend (no shared embedding store).")
 @click.option("--best", is_flag=True, help="Print the best trial and the commands to retrain it; run nothing.")
 @DATA_DIR
 def search(dataset, n_trials, storage, study_name, objective, direction, sets, space, pruner, sampler, seed,
            heartbeat, grace, no_cache, best, data_dir) -> None:
     """Optuna search over losses, margins and backends; one MLflow parent run per study."""
-    from asd.search import SearchSettings, best_report, run_search
+    from asd.config.overrides import parse_sets
+    from asd.search.driver import SearchSettings, best_report, run_search
 
     s = SearchSettings(dataset=dataset, n_trials=n_trials, data_dir=_data_dir(data_dir), storage=storage,
-                       study_name=study_name, objective=objective, direction=direction, sets=list(sets),
-                       space=space, pruner=pruner, sampler=sampler, seed=seed, heartbeat=heartbeat, grace=grace,
-                       cache=not no_cache)
+                       study_name=study_name or None, objective=objective or None, direction=direction,
+                       sets=parse_sets(sets), space=space or None, pruner=pruner, sampler=sampler, seed=seed,
+                       heartbeat=heartbeat, grace=grace, cache=not no_cache)
     if best:
         click.echo(best_report(s))
         return

@@ -1,8 +1,8 @@
 """Stages inside MLflow runs: what ``asd <command>`` and the MLproject entry points call.
 
 Each ``run_*`` opens its run (nested under an active parent), logs params once, calls the pure stage
-functions (asd.data.prepare, asd.train, asd.extract, asd.evaluate) and logs metrics and artifacts.
-Each returns the run id(s) it created.
+functions (:mod:`asd.data.prepare`, :mod:`asd.training`, :class:`asd.detector.Detector`,
+:mod:`asd.evaluation`) and logs metrics and artifacts. Each returns the run id(s) it created.
 """
 
 from __future__ import annotations
@@ -14,9 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from asd import tracking
-from asd.config import Config, apply_overrides, from_yaml, load_recipe, to_yaml
+from asd.config import Config, from_yaml, to_yaml
+from asd.config.overrides import apply_overrides, cli_overrides
+from asd.config.recipes import load_recipe
+from asd.errors import AsdError
 
 log = logging.getLogger(__name__)
+SCORE_COLUMNS = ["file", "split", "section", "domain", "label", "attributes", "score", "decision"]
 
 
 def run_prepare(dataset: str, data_dir: str | Path, split: str = "all", machines: list[str] | None = None,
@@ -25,7 +29,8 @@ def run_prepare(dataset: str, data_dir: str | Path, split: str = "all", machines
     from asd.data.prepare import prepare
 
     mlflow = tracking.setup()
-    with tracking.stage_run(f"prepare-{dataset}", "prepare", {"asd.dataset": dataset}) as run:
+    with tracking.stage_run(f"prepare-{dataset}", "prepare", {"asd.dataset": dataset},
+                            note=f"The clip index of {dataset}: counts per machine, split, phase, domain and label") as run:
         tracking.log_params_once({"data.dataset": dataset, "prepare.split": split,
                                   "prepare.machines": ",".join(machines or []) or "all",
                                   **({"prepare.toy": str(toy_spec)} if toy_spec else {})})
@@ -40,124 +45,128 @@ def run_prepare(dataset: str, data_dir: str | Path, split: str = "all", machines
         return run.info.run_id
 
 
-def _machines_of(cfg: Config) -> list[str] | None:
-    return cfg.data.machines or None
+def _index(cfg: Config, data_dir: str | Path) -> pd.DataFrame:
+    from asd.data.index import read_index
+
+    return read_index(data_dir, cfg.data.dataset, cfg.data.machines or None)
 
 
-def run_train(cfg: Config, data_dir: str | Path, resume_run: str | None = None) -> str:
+def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None = None) -> str:
     """Train ``cfg`` (or continue the run ``resume_run``) and return the train run id."""
     import mlflow
 
-    from asd.data.index import read_index
-    from asd.models import family_of
+    from asd.training import family_name
 
     tracking.setup()
-    resume = None
     if resume_run:
-        cfg = from_yaml(mlflow.artifacts.load_text(f"runs:/{resume_run}/config.yaml"))
-    index = read_index(data_dir, cfg.data.dataset, _machines_of(cfg))
+        tracking.get_run(resume_run, stage="train")
+        cfg = from_yaml(tracking.load_text(resume_run, "config.yaml"))
+    index = _index(cfg, data_dir)
     tags = {"asd.recipe": cfg.recipe, "asd.dataset": cfg.data.dataset, "asd.seed": str(cfg.train.seed)}
     # A training-free recipe's run records its config only: no torch to import, no system metrics.
-    learns = family_of(cfg.model.name) != "none"
-    with tracking.stage_run(f"train-{cfg.recipe}", "train", tags, run_id=resume_run, system_metrics=learns) as run:
+    learns = family_name(cfg.model.name) != "raw"
+    note = (f"Recipe {cfg.recipe} on {cfg.data.dataset}: per-epoch train/loss, checkpoints/last.pt, config.yaml"
+            if learns else f"Recipe {cfg.recipe} (training-free) on {cfg.data.dataset}: config.yaml only")
+    with tracking.stage_run(f"train-{cfg.recipe}", "train", tags, run_id=resume_run, system_metrics=learns,
+                            note=None if resume_run else note) as run:
         if not resume_run:
             tracking.log_params_once(cfg.flat())
             mlflow.log_text(to_yaml(cfg), "config.yaml")
         t0 = time.time()
-
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            mlflow.log_metrics(metrics, step=epoch)
-
         if learns:
-            from asd.train import load_checkpoint, train
-
-            with tracking.artifact_dir(run, "checkpoints") as ckpt_dir:
-                if resume_run:
-                    last = ckpt_dir / "last.pt"
-                    if not last.exists():
-                        last = tracking.download(resume_run, "checkpoints/last.pt")
-                    resume = load_checkpoint(last)
-                    log.info("resuming %s from epoch %d", resume_run, resume["epoch"])
-                result = train(cfg, index, ckpt_dir, on_epoch=on_epoch, resume=resume)
-            mlflow.log_metric("train/epochs_done", result.epochs)
+            _train(run, cfg, index, resume_run)
         mlflow.log_metric("train/seconds", time.time() - t0)
         return run.info.run_id
 
 
-def load_train_run(run_id: str | None, checkpoint: str | None) -> tuple[Config, dict | None, str | None]:
-    """The config and checkpoint of a train run (or of a checkpoint file)."""
+def _train(run, cfg: Config, index: pd.DataFrame, resume_run: str | None) -> None:
     import mlflow
 
-    from asd.models import family_of
-    from asd.train import load_checkpoint
+    from asd.training import train
+    from asd.training.runtime import load_checkpoint
+
+    with tracking.artifact_dir(run, "checkpoints") as ckpt_dir:
+        resume = None
+        if resume_run:
+            last = ckpt_dir / "last.pt"
+            resume = load_checkpoint(last if last.exists() else tracking.download(resume_run, "checkpoints/last.pt"))
+            log.info("resuming %s from epoch %d", resume_run, resume["epoch"])
+        result = train(cfg, index, ckpt_dir, on_epoch=lambda epoch, m: mlflow.log_metrics(m, step=epoch),
+                       resume=resume)
+    mlflow.log_metric("train/epochs_done", result.epochs)
+
+
+def load_detector(run_id: str | None, checkpoint: str | None):
+    """The (unfitted) detector of a train run or a checkpoint file, and the train run id."""
+    from asd.detector import Detector
+    from asd.training import family_name
+    from asd.training.runtime import load_checkpoint
 
     if checkpoint:
         ckpt = load_checkpoint(checkpoint)
-        return Config.from_dict(ckpt["config"]), ckpt, None
-    cfg = from_yaml(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
-    if family_of(cfg.model.name) == "none":
-        return cfg, None, run_id
-    return cfg, load_checkpoint(tracking.download(run_id, "checkpoints/last.pt")), run_id
+        return Detector(Config.from_dict(ckpt["config"]), ckpt), None
+    if not run_id:
+        raise AsdError("give --run-id of a train run or --checkpoint PATH")
+    tracking.get_run(run_id, stage="train")
+    cfg = from_yaml(tracking.load_text(run_id, "config.yaml"))
+    if family_name(cfg.model.name) == "raw":
+        return Detector(cfg), run_id
+    return Detector(cfg, load_checkpoint(tracking.download(run_id, "checkpoints/last.pt"))), run_id
 
 
 def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: str | None = None,
                  backends: list[str] | None = None, overrides: list[str] | None = None,
                  umap: bool = True) -> list[str]:
-    """Evaluate a train run (or checkpoint): one extraction, then one evaluate run per backend."""
+    """Evaluate a train run (or checkpoint): one embedding of every clip, then one evaluate run per backend."""
+    tracking.setup()
+    det, train_run = load_detector(run_id, checkpoint)
+    det.cfg = apply_overrides(det.cfg, overrides)
+    t0 = time.time()
+    emb = det.embed(_index(det.cfg, data_dir))
+    timing = {"evaluate/extract_seconds": time.time() - t0}
+    plots: list[Path] = []
+    return [_evaluate_backend(det.with_backend(name), emb, train_run, timing, plots, umap)
+            for name in backends or [det.cfg.backend.name]]
+
+
+def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list[Path], umap: bool) -> str:
+    """One evaluate run: fit and score ``det``'s backend on ``emb``, log metrics, scores, tables and plots."""
     import mlflow
 
-    from asd.data.index import read_index
     from asd.data.years import get_year
-    from asd.evaluate import evaluate_embeddings
-    from asd.extract import extract
-    from asd.plots import evaluation_figures
+    from asd.evaluation.plots import evaluation_figures, umap_figures
+    from asd.evaluation.scoring import evaluate
 
-    tracking.setup()
-    if not run_id and not checkpoint:
-        raise ValueError("give --run-id of a train run or --checkpoint PATH")
-    cfg, ckpt, train_run = load_train_run(run_id, checkpoint)
-    cfg = apply_overrides(cfg, overrides)
-    index = read_index(data_dir, cfg.data.dataset, _machines_of(cfg))
-    t0 = time.time()
-    emb = extract(cfg, index, ckpt)
-    extract_seconds = time.time() - t0
-    plots = None
-    run_ids = []
-    for name in backends or [cfg.backend.name]:
-        bcfg = apply_overrides(cfg, {"backend.name": name})
-        tags = {"asd.recipe": cfg.recipe, "asd.dataset": cfg.data.dataset, "asd.backend": name,
-                "asd.seed": str(cfg.train.seed), "asd.train_run_id": train_run or ""}
-        with tracking.stage_run(f"evaluate-{cfg.recipe}-{name}", "evaluate", tags) as run:
-            t1 = time.time()
-            result = evaluate_embeddings(emb, bcfg.backend, cfg.data.dataset)
-            tracking.log_params_once(bcfg.flat())
-            mlflow.log_text(to_yaml(bcfg), "config.yaml")
-            mlflow.log_metrics({**result.metrics, "evaluate/extract_seconds": extract_seconds,
-                                "evaluate/score_seconds": time.time() - t1,
-                                "evaluate/unlabelled_clips": result.unlabelled})
-            with tracking.artifact_dir(run, "scores") as d:
-                for machine, g in result.scores.groupby("machine"):
-                    cols = ["file", "split", "section", "domain", "label", "attributes", "score", "decision"]
-                    g[cols].to_csv(d / f"{machine}.csv", index=False)
-            with tracking.artifact_dir(run, "tables") as d:
-                result.sections.to_csv(d / "sections.csv", index=False)
-                pd.Series(result.thresholds, name="threshold").rename_axis("machine").to_csv(d / "thresholds.csv")
-            with tracking.artifact_dir(run, "plots") as d:
-                if umap and plots is None:
-                    from asd.plots import umap_figures
-
-                    plots = umap_figures(emb, d, title_prefix=f"{cfg.recipe}: ")
-                elif plots:
-                    for p in plots:
-                        (d / p.name).write_bytes(p.read_bytes())
-                evaluation_figures(result.scores, result.thresholds, get_year(cfg.data.dataset).rule, d,
-                                   title_prefix=f"{cfg.recipe} / {name}: ")
-            if "official" in result.metrics:
-                print(f"{cfg.recipe} / {name}: official {result.metrics['official']:.4f}"
-                      + "".join(f", {s} {result.metrics[f'{s}/official']:.4f}" for s in ("dev", "eval")
-                                if f"{s}/official" in result.metrics))
-            run_ids.append(run.info.run_id)
-    return run_ids
+    cfg, name = det.cfg, det.cfg.backend.name
+    tags = {"asd.recipe": cfg.recipe, "asd.dataset": cfg.data.dataset, "asd.backend": name,
+            "asd.seed": str(cfg.train.seed), "asd.train_run_id": train_run or ""}
+    note = f"{cfg.recipe} scored by {name}: official scores, per-machine AUC/pAUC, scores/, plots/"
+    with tracking.stage_run(f"evaluate-{cfg.recipe}-{name}", "evaluate", tags, note=note) as run:
+        t1 = time.time()
+        result = evaluate(det, emb)
+        tracking.log_params_once(cfg.flat())
+        mlflow.log_text(to_yaml(cfg), "config.yaml")
+        mlflow.log_metrics({**result.metrics, **timing, "evaluate/score_seconds": time.time() - t1,
+                            "evaluate/unlabelled_clips": result.unlabelled})
+        with tracking.artifact_dir(run, "scores") as d:
+            for machine, g in result.scores.groupby("machine"):
+                g[SCORE_COLUMNS].to_csv(d / f"{machine}.csv", index=False)
+        with tracking.artifact_dir(run, "tables") as d:
+            result.sections.to_csv(d / "sections.csv", index=False)
+            pd.Series(result.thresholds, name="threshold").rename_axis("machine").to_csv(d / "thresholds.csv")
+        with tracking.artifact_dir(run, "plots") as d:
+            if umap and not plots:  # one UMAP per evaluation, copied to every backend's run
+                plots += umap_figures(emb, d, title_prefix=f"{cfg.recipe}: ")
+            elif umap:
+                for p in plots:
+                    (d / p.name).write_bytes(p.read_bytes())
+            evaluation_figures(result.scores, result.thresholds, get_year(cfg.data.dataset).rule, d,
+                               title_prefix=f"{cfg.recipe} / {name}: ")
+        if "official" in result.metrics:
+            print(f"{cfg.recipe} / {name}: official {result.metrics['official']:.4f}"
+                  + "".join(f", {s} {result.metrics[f'{s}/official']:.4f}" for s in ("dev", "eval")
+                            if f"{s}/official" in result.metrics))
+        return run.info.run_id
 
 
 def run_main(dataset: str = "toy", recipes: list[str] | None = None, machines: list[str] | None = None,
@@ -172,27 +181,21 @@ def run_main(dataset: str = "toy", recipes: list[str] | None = None, machines: l
 
     tracking.setup()
     recipes = recipes or ["ae", "raw_spec"]
-    with tracking.stage_run(f"main-{dataset}", "main", {"asd.dataset": dataset}) as parent:
-        seeds = list(seeds or [seed])
+    seeds = list(seeds or [seed])
+    configs = {(r, s): load_recipe(r, cli_overrides(dataset, machines, device, s, overrides), shared=True)
+               for r in recipes for s in seeds}  # every setting checked before anything runs
+    note = f"The whole pipeline on {dataset}: prepare, then train and evaluate {', '.join(recipes)}"
+    with tracking.stage_run(f"main-{dataset}", "main", {"asd.dataset": dataset}, note=note) as parent:
         tracking.log_params_once({"main.recipes": ",".join(recipes), "main.seeds": ",".join(map(str, seeds))})
         run_prepare(dataset, data_dir, machines=machines, toy_spec=toy_spec)
-        summary = {}
-        for recipe in recipes:
-            per_seed: dict[str, list[float]] = {}
-            for s in seeds:
-                sets = [f"data.dataset={dataset}", f"train.device={device}", f"train.seed={s}", *(overrides or [])]
-                if machines:
-                    sets.append(f"data.machines={','.join(machines)}")
-                cfg = load_recipe(recipe, sets)
-                train_id = run_train(cfg, data_dir)
-                for eval_id in run_evaluate(data_dir, run_id=train_id, umap=umap):
-                    metrics = mlflow.get_run(eval_id).data.metrics
-                    for key in ("official", "dev/official", "eval/official"):
-                        if key in metrics:
-                            per_seed.setdefault(key, []).append(metrics[key])
-            for key, vals in per_seed.items():
-                summary[f"{recipe}/{key}"] = float(sum(vals) / len(vals))
-                if len(vals) > 1:
-                    summary[f"{recipe}/{key}_std"] = float(pd.Series(vals).std())
+        per_seed: dict[str, list[float]] = {}
+        for (recipe, _), cfg in configs.items():
+            for eval_id in run_evaluate(data_dir, run_id=run_train(cfg, data_dir), umap=umap):
+                metrics = mlflow.get_run(eval_id).data.metrics
+                for key in ("official", "dev/official", "eval/official"):
+                    if key in metrics:
+                        per_seed.setdefault(f"{recipe}/{key}", []).append(metrics[key])
+        summary = {k: float(sum(v) / len(v)) for k, v in per_seed.items()}
+        summary.update({f"{k}_std": float(pd.Series(v).std()) for k, v in per_seed.items() if len(v) > 1})
         mlflow.log_metrics(summary)
         return parent.info.run_id

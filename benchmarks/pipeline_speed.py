@@ -50,7 +50,7 @@ def main() -> None:
 
     cli = [timed([*asd, "--help"], env, work)[0] for _ in range(5)]
     rows.append(("CLI start: `asd --help` (s, median of 5)", statistics.median(cli), REFERENCE["cli"]))
-    imp = [timed([sys.executable, "-c", "import asd.pipeline, asd.train, mlflow, torch"], env, work)[0] for _ in range(3)]
+    imp = [timed([sys.executable, "-c", "import asd.pipeline, asd.training.classifier, mlflow, torch"], env, work)[0] for _ in range(3)]
     rows.append(("stage start-up: imports (s, median of 3)", statistics.median(imp), None))
     st = [timed([*asd, "train", "--recipe", "raw_spec", "--machines", "fan"], env, work)[0] for _ in range(3)]
     rows.append(("stage call: `asd train --recipe raw_spec` (s, median of 3)", statistics.median(st), REFERENCE["stage"]))

@@ -54,9 +54,9 @@ def timed(fn, repeats: int, sync) -> tuple[float, float]:
 
 
 def bench_device(device: torch.device, rows: pd.DataFrame, args) -> list[dict]:
-    from asd.cache import WaveStore
+    from asd.data.waves import WaveStore
     from asd.data.audio import load_clips
-    from asd.losses import get_loss
+    from asd.losses import build_loss
     from asd.models import build_model
 
     n = int(args.seconds * 16000)
@@ -77,7 +77,7 @@ def bench_device(device: torch.device, rows: pd.DataFrame, args) -> list[dict]:
             rng = np.random.default_rng(0)
             row("cached batch (int16 memmap)", timed(lambda: store.batch(np.arange(bs), n, rng), args.steps, sync))
     model = build_model("multiresnet", n_samples=n, stft_sizes=[1024]).to(device)
-    head = get_loss("scadacos", model.dim, 32, subclusters=16, trainable=True).to(device)
+    head = build_loss("scadacos", model.dim, 32, subclusters=16, trainable=True).to(device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-3)
     wave = (0.1 * torch.randn(bs, n)).to(device)
     target = torch.nn.functional.one_hot(torch.arange(bs) % 32, 32).float().to(device)
@@ -89,14 +89,15 @@ def bench_device(device: torch.device, rows: pd.DataFrame, args) -> list[dict]:
             torch.fft.rfft(wave).abs()
 
     row("features (STFT 1024 + FFT)", timed(features, args.steps, sync))
-    from asd.train import autocast, grad_scaler
+    from asd.config import TrainConfig
+    from asd.training.runtime import autocast, grad_scaler
 
-    scaler = grad_scaler(device, True)
+    scaler = grad_scaler(device, TrainConfig())
 
-    # On CPU, also the opt-in bfloat16 autocast (train.cpu_bf16); on CUDA, asd.train.autocast.
-    variants = [("", lambda: autocast(device, True))]
+    # On CPU, also the opt-in bfloat16 autocast (train.cpu_bf16); on CUDA, the default train.amp.
+    variants = [("", lambda: autocast(device, TrainConfig()))]
     if device.type == "cpu" and args.bf16:
-        variants.append((" bf16", lambda: torch.autocast("cpu", dtype=torch.bfloat16)))
+        variants.append((" bf16", lambda: autocast(device, TrainConfig(cpu_bf16=True))))
     for tag, ctx in variants:
         def step():
             with ctx():

@@ -1,10 +1,11 @@
-"""kNN against k-means-condensed source embeddings plus every target embedding (SPEC.md §3.6)."""
+"""kNN against k-means-condensed source embeddings plus every target embedding (docs/methods.md, backends)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from asd.backends import Backend, register
+from asd.backends import register
+from asd.backends.base import Backend, BackendError
 from asd.backends.knn import l2_normalize
 
 
@@ -31,14 +32,14 @@ class KNNKMeans(Backend):
             km = KMeans(n_clusters=self.clusters, random_state=self.seed, n_init=10).fit(src)
             src = l2_normalize(km.cluster_centers_)
         if len(src) + len(tgt) == 0:
-            raise ValueError("knn_kmeans backend: no training embeddings")
+            raise BackendError("knn_kmeans backend: no training embeddings")
         self.n_source_centres_ = len(src)
         self.centres_ = np.vstack([src, tgt])
 
     def _dist(self, X):
         return 1.0 - l2_normalize(np.asarray(X, dtype=np.float64)) @ self.centres_.T
 
-    def score(self, X):
+    def decision_function(self, X):
         return self._dist(X).min(1)
 
     def _train_scores(self, X, domains):

@@ -1,10 +1,11 @@
-"""k-nearest-neighbour backends with separate source and target neighbour sets (SPEC.md §3.6)."""
+"""k-nearest-neighbour backends with separate source and target neighbour sets (docs/methods.md, backends)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from asd.backends import Backend, register
+from asd.backends import register
+from asd.backends.base import Backend, BackendError
 
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:
@@ -38,12 +39,12 @@ class KNN(Backend):
         self.source_ = X[domains == "source"]
         self.target_ = X[domains == "target"]
         if len(self.source_) + len(self.target_) == 0:
-            raise ValueError("kNN backend: no training embeddings")
+            raise BackendError("kNN backend: no training embeddings")
 
     def _sets(self):
         return [s for s in (self.source_, self.target_) if len(s)]
 
-    def score(self, X):
+    def decision_function(self, X):
         X = np.asarray(X, dtype=np.float64)
         return np.min([knn_mean(cosine_distance(X, S), self.k) for S in self._sets()], axis=0)
 
@@ -137,7 +138,7 @@ class KNNRescale(Backend):
     def _fit(self, X, domains):
         self.ref_ = l2_normalize(X)
         if len(self.ref_) < 2:
-            raise ValueError("knn_rescale backend needs at least 2 training embeddings")
+            raise BackendError("knn_rescale backend needs at least 2 training embeddings")
         D = np.linalg.norm(self.ref_[:, None, :] - self.ref_[None, :, :], axis=-1)
         np.fill_diagonal(D, np.inf)
         self.c_ = np.maximum(knn_mean(D, min(self.k_ref, len(D) - 1)), 1e-12)
@@ -146,7 +147,7 @@ class KNNRescale(Backend):
         D = np.linalg.norm(l2_normalize(np.asarray(X, dtype=np.float64))[:, None, :] - self.ref_[None], axis=-1)
         return D / self.c_[None, :]
 
-    def score(self, X):
+    def decision_function(self, X):
         return knn_mean(self._ratios(X), self.k)
 
     def _train_scores(self, X, domains):

@@ -1,4 +1,4 @@
-"""Selective Mahalanobis distance, the official baseline's second AE score (SPEC.md §3.1).
+"""Selective Mahalanobis distance, the official baseline's second AE score (docs/methods.md, autoencoder).
 
 score(x) = min over domains d ∈ {source, target} of (x − μ_d)ᵀ Σ_d⁻¹ (x − μ_d), where x is a clip's
 mean reconstruction residual per mel bin (``Embeddings.residual`` of the AE; other frontends give
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from asd.backends import Backend, register
+from asd.backends import register
+from asd.backends.base import Backend, BackendError
 
 
 def _stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,13 +26,19 @@ def _stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @register("mahalanobis")
 class Mahalanobis(Backend):
+    """Fitted: ``locations_`` ``(n_domains, d)`` and ``precisions_`` ``(n_domains, d, d)``."""
+
+    input = ("residual", "embedding")  # the AE's residuals where the frontend has them
+
     def _fit(self, X, domains):
         src, tgt = X[domains == "source"], X[domains == "target"]
         if len(src) < 2 and len(tgt) < 2:
-            raise ValueError("mahalanobis backend needs at least 2 training clips in one domain")
-        self.stats_ = [_stats(S) for S in (src, tgt) if len(S) >= 2]
+            raise BackendError("mahalanobis backend needs at least 2 training clips in one domain")
+        stats = [_stats(S) for S in (src, tgt) if len(S) >= 2]
+        self.locations_ = np.stack([mu for mu, _ in stats])
+        self.precisions_ = np.stack([prec for _, prec in stats])
 
-    def score(self, X):
+    def decision_function(self, X):
         X = np.asarray(X, dtype=np.float64)
-        d = [np.einsum("nd,de,ne->n", X - mu, prec, X - mu) for mu, prec in self.stats_]
+        d = [np.einsum("nd,de,ne->n", X - mu, prec, X - mu) for mu, prec in zip(self.locations_, self.precisions_)]
         return np.min(d, axis=0)

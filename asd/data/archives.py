@@ -18,11 +18,13 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from asd.errors import AsdError
+
 MARKER_DIR = ".done"
 SPACE_MARGIN = 1.05  # extra room asked for on top of the uncompressed size
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(AsdError):
     """An archive is unreadable, unsafe or cannot be unpacked here."""
 
 
@@ -30,7 +32,7 @@ def marker_path(archive: Path, dest: Path) -> Path:
     return Path(dest) / MARKER_DIR / f"{Path(archive).name}.json"
 
 
-def is_extracted(archive: Path, dest: Path) -> bool:
+def is_unpacked(archive: Path, dest: Path) -> bool:
     """True when ``archive`` (same size as when it was unpacked) is already unpacked into ``dest``."""
     m = marker_path(archive, dest)
     if not m.is_file():
@@ -55,7 +57,7 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def extract(archive: Path, dest: Path, progress: bool = True) -> bool:
+def unpack(archive: Path, dest: Path, progress: bool = True) -> bool:
     """Unpack zip ``archive`` into ``dest``; returns False when it was already done.
 
     Raises:
@@ -63,7 +65,7 @@ def extract(archive: Path, dest: Path, progress: bool = True) -> bool:
             unsafe member, or ``dest`` lacks the free space its uncompressed size needs.
     """
     archive, dest = Path(archive), Path(dest)
-    if is_extracted(archive, dest):
+    if is_unpacked(archive, dest):
         return False
     try:
         zf = zipfile.ZipFile(archive)
@@ -89,7 +91,7 @@ def extract(archive: Path, dest: Path, progress: bool = True) -> bool:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=need, desc=f"extract {archive.name}", unit="B", unit_scale=True, leave=False,
+            bar = tqdm(total=need, desc=f"unpack {archive.name}", unit="B", unit_scale=True, leave=False,
                        mininterval=0.5)
         try:
             for info in infos:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from asd.errors import AsdError
 
-class AudioError(RuntimeError):
+
+class AudioError(AsdError):
     """A clip that cannot be used: not a readable WAV, wrong sample rate or channel count."""
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from asd.data.archives import ArchiveError, extract, marker_path
+from asd.config import ConfigError
+from asd.data.archives import ArchiveError, marker_path, unpack
 from asd.data.download import fetch_all
 from asd.data.groundtruth import GroundTruth, load_ground_truth
 from asd.data.index import COLUMNS, ClipIndexError, format_attributes, index_path, read_index, write_index
@@ -46,17 +47,17 @@ def _say(msg: str, progress: bool) -> None:
 def select(year: Year, split: str = "all", machines: list[str] | None = None) -> dict[str, list[str]]:
     """Machines to prepare per split. Raises ValueError for an unknown split or machine."""
     if split not in ("dev", "eval", "all"):
-        raise ValueError(f"--split must be dev, eval or all, not {split!r}")
+        raise ConfigError(f"--split must be dev, eval or all, not {split!r}")
     splits = SPLITS if split == "all" else (split,)
     known = set(year.dev_machines) | set(year.eval_machines)
     if machines:
         unknown = [m for m in machines if m not in known]
         if unknown:
-            raise ValueError(f"unknown machine type(s) {', '.join(unknown)} for {year.name}; available: "
+            raise ConfigError(f"unknown machine type(s) {', '.join(unknown)} for {year.name}; available: "
                              f"dev {', '.join(year.dev_machines)}; eval {', '.join(year.eval_machines)}")
     out = {s: [m for m in year.machines(s) if not machines or m in machines] for s in splits}
     if not any(out.values()):
-        raise ValueError(f"none of {', '.join(machines or [])} is a {split} machine type of {year.name}")
+        raise ConfigError(f"none of {', '.join(machines or [])} is a {split} machine type of {year.name}")
     return out
 
 
@@ -83,7 +84,7 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
     t0 = time.monotonic()
     year = get_year(dataset)
     if not year.files:
-        raise ValueError(f"{dataset} has no archives to download")
+        raise ConfigError(f"{dataset} has no archives to download")
     root = Path(data_dir) / dataset
     chosen = select(year, split, machines)
     if chosen.get("eval") and not year.eval_test_published:
@@ -103,7 +104,7 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
         if not f.is_archive or f.name in gone:
             continue
         try:
-            n_new += extract(paths[f.name], _dest(root, f), progress=progress)
+            n_new += unpack(paths[f.name], _dest(root, f), progress=progress)
         except ArchiveError as e:
             path = paths[f.name]
             if "corrupted" in str(e) and path.parent == root / "archives":
@@ -257,7 +258,7 @@ def _problems(year: Year, df: pd.DataFrame, gt: GroundTruth, prepared: dict[str,
 
 
 def count_warnings(year: Year, df: pd.DataFrame, prepared: dict[str, set[str]]) -> list[str]:
-    """Counts per machine x section x domain x phase x label against the official numbers (SPEC.md §1.2)."""
+    """Counts per machine x section x domain x phase x label against the official numbers (docs/data.md, official counts)."""
     have = df.groupby(["split", "machine", "section", "domain", "phase", "label"]).size().to_dict()
     out = []
     for split in SPLITS:

@@ -18,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asd.errors import AsdError
+
 log = logging.getLogger(__name__)
 
 RETRIES = 5  # attempts after the first one
@@ -27,7 +29,7 @@ CHUNK = 1 << 20
 USER_AGENT = "asd-toolkit/0.1 (+https://github.com/; urllib)"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(AsdError):
     """A file could not be fetched (not found, or still failing after every retry)."""
 
 

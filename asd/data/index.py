@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from asd.errors import AsdError
+
 COLUMNS = [
     "path",  # relative to the index folder
     "dataset",  # toy, dcase2020, ...
@@ -34,7 +36,7 @@ ALLOWED = {
 INDEX_NAME = "index.csv"
 
 
-class ClipIndexError(RuntimeError):
+class ClipIndexError(AsdError):
     """The clip index is missing, malformed or inconsistent with the files on disk."""
 
 

@@ -1,4 +1,4 @@
-"""File names -> clip facts, for every naming scheme of DCASE Task 2 (SPEC.md §1.3).
+"""File names -> clip facts, for every naming scheme of DCASE Task 2 (docs/data.md, file names).
 
 - 2020: ``{normal|anomaly}_id_{II}_{NNNNNNNN}.wav`` (section = machine ID, one domain: source);
   eval test anonymised as ``id_{II}_{NNNNNNNN}.wav``.

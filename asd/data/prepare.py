@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from asd.config import ConfigError
 from asd.data.index import ClipIndexError, format_attributes, write_index
 from asd.data.names import NameError_, parse_name
 
@@ -24,7 +25,7 @@ def prepare(dataset: str, data_dir: str | Path, split: str = "all", machines: li
     data_dir = Path(data_dir)
     if dataset == "toy":
         if mirror or archives:
-            raise ValueError("--mirror/--archives do not apply to the built-in toy dataset (it is generated)")
+            raise ConfigError("--mirror/--archives do not apply to the built-in toy dataset (it is generated)")
         return prepare_toy(data_dir, split=split, machines=machines, spec=toy_spec, progress=progress)
     if dataset.startswith("dcase"):
         from asd.data.dcase import prepare_dcase
@@ -34,7 +35,19 @@ def prepare(dataset: str, data_dir: str | Path, split: str = "all", machines: li
     from asd.data.years import get_year
 
     get_year(dataset)  # raises with the list of known datasets
-    raise ValueError(f"no preparation defined for {dataset!r}")
+    raise ConfigError(f"no preparation defined for {dataset!r}")
+
+
+def check(dataset: str, data_dir: str | Path, strict: bool = False) -> list[str]:
+    """``asd prepare --check``: verify an existing index; returns warning lines (errors raise)."""
+    from asd.data.index import read_index
+
+    if dataset.startswith("dcase"):
+        from asd.data.dcase import check_index
+
+        return check_index(dataset, Path(data_dir), strict=strict)
+    read_index(data_dir, dataset)
+    return []
 
 
 def read_ground_truth_list(path: Path) -> dict[str, dict[str, str]]:

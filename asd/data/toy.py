@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from asd.config import ConfigError
+
 SR = 16000
 ANOMALIES = ("impulses", "sidebands", "wobble", "missing_harmonic", "rubbing", "off_speed")
 
@@ -52,7 +54,7 @@ def parse_spec(text: str) -> ToySpec:
     for item in filter(None, (x.strip() for x in text.replace(";", ",").split(","))):
         key, _, value = item.partition("=")
         if key not in types or not value:
-            raise ValueError(f"--toy {item!r}: expected key=value with key in {', '.join(types)}")
+            raise ConfigError(f"--toy {item!r}: expected key=value with key in {', '.join(types)}")
         setattr(spec, key, float(value) if types[key] in ("float", float) else int(value))
     return spec
 
@@ -105,7 +107,7 @@ def _template(machine: str) -> tuple[dict, float]:
     """The sound template of a machine name and its speed factor (variant n runs 7% faster per step)."""
     base = machine.rstrip("0123456789")
     if base not in MACHINES:
-        raise ValueError(f"unknown toy machine {machine!r}; types: {', '.join(MACHINES)} (variants: fan2, ...)")
+        raise ConfigError(f"unknown toy machine {machine!r}; types: {', '.join(MACHINES)} (variants: fan2, ...)")
     variant = int(machine[len(base):] or 1)
     return MACHINES[base], 1.07 ** (variant - 1)
 
@@ -262,7 +264,7 @@ def generate(out_dir: str | Path, spec: ToySpec | None = None, machines: list[st
     if machines:
         unknown = sorted(set(machines) - set(dev) - set(evl))
         if unknown:
-            raise ValueError(f"unknown toy machine(s) {unknown}; this toy set has: {', '.join(dev + evl)}")
+            raise ConfigError(f"unknown toy machine(s) {unknown}; this toy set has: {', '.join(dev + evl)}")
         todo = [(mt, s) for mt, s in todo if mt in machines]
     plans = [(mt, split, c) for mt, split in todo for c in clip_plan(spec, mt, split)]
     records = []

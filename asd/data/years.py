@@ -1,7 +1,8 @@
 """Per-year facts in one table: machine types, sections, archives, ground truth, clip length, metric rule.
 
-Sources: SPEC.md §1 (machines, sections, counts, names) and DOWNLOADS.md (Zenodo records, ground-truth
-files). The metric rule names are keys of :data:`asd.metrics.RULES`.
+Sources: docs/data.md (machines, sections, counts, names, Zenodo records, ground-truth files, each
+with the organisers' publication it comes from). The metric rule names are keys of
+:data:`asd.evaluation.metrics.RULES`.
 
 On disk a year lives in ``<data_dir>/<dataset>/``: ``archives/`` (downloads and ground-truth files),
 ``dev_data/raw/<machine>/<phase>/`` and ``eval_data/raw/<machine>/<phase>/`` (archives unpacked as
@@ -12,6 +13,8 @@ and ``index.csv``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from asd.config import ConfigError
 
 ZENODO = "https://zenodo.org/{kind}/{record}/files/{name}"
 RAW = "https://raw.githubusercontent.com/{repo}/main/{path}"
@@ -123,7 +126,7 @@ def _gt_domain_2022(machines: tuple[str, ...]) -> tuple[Remote, ...]:
     )
 
 
-# ---- official counts (SPEC.md §1.2), used by check_index -------------------------------------------
+# ---- official counts (docs/data.md, official counts), used by check_index -------------------------------------------
 # key: (split, machine or '*', section or '*', domain, phase, label) -> count; '*' = every machine/section.
 
 def _balanced(split: str, phase: str, per: int, domains=("source", "target")) -> dict:
@@ -177,7 +180,7 @@ def _counts_2223(odd_eval: dict | None = None) -> dict:
 
 
 _CELLS = (("source", "normal"), ("source", "anomaly"), ("target", "normal"), ("target", "anomaly"))
-_ODD_2023 = {  # eval test (domain, label) counts that are not 50 (SPEC.md §1.2)
+_ODD_2023 = {  # eval test (domain, label) counts that are not 50 (docs/data.md, official counts)
     "bandsaw": dict(zip(_CELLS, (67, 40, 60, 33))),
     "grinder": dict(zip(_CELLS, (107, 27, 36, 30))),
     "shaker": dict(zip(_CELLS, (49, 53, 52, 46))),
@@ -211,7 +214,7 @@ YEARS: dict[str, Year] = {
                              (3678171, 3727685, 3841772)) + (_gt_list(2020),),
              counts=_counts_2020(), download_gb={"dev": 10, "eval": 8},
              notes=("sections are machine IDs; one domain (source); train and dev test counts per ID are not "
-                    "published in SPEC, only eval test counts are checked",)),
+                    "published in our sources, only eval test counts are checked",)),
         Year("dcase2021", 2021, _M2021, _M2021, 10.0, "hmean2021",
              dev_sections=(0, 1, 2), eval_sections=(3, 4, 5),
              files=_archives(_M2021, _M2021, "dev_data_{}.zip", "eval_data_{}_train.zip", "eval_data_{}_test.zip",
@@ -268,7 +271,7 @@ def get_year(dataset: str) -> Year:
     try:
         return YEARS[dataset]
     except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(YEARS)}") from None
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(YEARS)}") from None
 
 
 def expected_counts(year: Year, split: str, machine: str, section: int) -> dict[tuple[str, str, str], int]:

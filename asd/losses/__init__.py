@@ -1,15 +1,15 @@
-"""Angular-margin classification losses over L2-normalised embeddings (SPEC.md §3.4).
+"""Angular-margin classification losses over L2-normalised embeddings (docs/methods.md, losses).
 
 Every loss is an ``nn.Module(embed_dim, n_classes, ...)`` holding its class centres, with
 ``logits(emb) -> (B, n_classes)`` (softmax of these = class probabilities) and
 ``forward(emb, target) -> scalar``, where ``target`` is ``(B, n_classes)`` one-hot or soft
-(mixup) class weights summing to 1. ``get_loss(name, embed_dim, n_classes, **kw)`` builds one by
-name, passing only the keyword arguments its constructor takes.
+(mixup) class weights summing to 1. ``build_loss(name, embed_dim, n_classes, **kw)`` builds one by
+name, passing only the keyword arguments its constructor takes. Every module of this package is
+discovered on the first look-up, so a new loss is one file with its ``@register`` line.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -17,16 +17,10 @@ from torch import nn
 
 from asd.registry import Registry
 
-REGISTRY = Registry("loss", ("asd.losses.arcface", "asd.losses.adacos", "asd.losses.scadacos", "asd.losses.adaproj"))
+REGISTRY = Registry("loss", __name__)
 register = REGISTRY.register
 available = REGISTRY.available
-
-
-def get_loss(name: str, embed_dim: int, n_classes: int, **kw) -> nn.Module:
-    """Build loss ``name``; keyword arguments its constructor does not take are ignored."""
-    cls = REGISTRY.get(name)
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    return cls(embed_dim, n_classes, **{k: v for k, v in kw.items() if k in accepted})
+build_loss = REGISTRY.build  # build_loss(name, embed_dim, n_classes, **loss_section)
 
 
 def adacos_scale(n_outputs: int) -> float:

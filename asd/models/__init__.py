@@ -1,23 +1,16 @@
-"""Models by name: ``@register("ae")`` on a class, ``build_model("ae", **args)`` to make one."""
+"""Models by name: ``@register("ae")`` on an ``nn.Module`` class, ``build_model("ae", **args)`` to make one.
+
+Each model class says how it is trained with its ``family`` attribute (``asd.training.<family>``):
+``"ae"`` for the per-machine autoencoder, ``"classifier"`` (the default) for a shared embedding
+model trained on meta-information. Every module of this package is discovered on the first look-up,
+so a new model is one file.
+"""
 
 from __future__ import annotations
 
 from asd.registry import Registry
 
-REGISTRY = Registry("model", ("asd.models.autoencoder", "asd.models.cnn"))
+REGISTRY = Registry("model", __name__)
 register = REGISTRY.register
 available = REGISTRY.available
-
-
-def build_model(name: str, **kwargs):
-    return REGISTRY.get(name)(**kwargs)
-
-
-# How a model is trained: one autoencoder per machine type ("ae"), nothing to learn ("none"), or one
-# shared classifier for every machine type ("classifier", the default). Kept here, away from torch,
-# so that recording a training-free run does not pay for importing it.
-FAMILIES = {"ae": "ae", "raw_spec": "none"}
-
-
-def family_of(model_name: str) -> str:
-    return FAMILIES.get(model_name, "classifier")
+build_model = REGISTRY.build

@@ -1,4 +1,4 @@
-"""The official DCASE baseline autoencoder (SPEC.md §3.1)."""
+"""The official DCASE baseline autoencoder (docs/methods.md, autoencoder)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ class AutoEncoder(nn.Module):
     Every hidden layer (bottleneck included) is Linear + BatchNorm + ReLU; the output layer is linear.
     Input: ``(batch, input_dim)`` frame vectors (5 stacked log-mel frames = 640 dims by default).
     """
+
+    family = "ae"  # one model per machine type (asd.training.ae)
 
     def __init__(self, input_dim: int = 640, hidden: int = 128, bottleneck: int = 8, layers: int = 4):
         super().__init__()

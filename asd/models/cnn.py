@@ -1,4 +1,4 @@
-"""MultiResNet: the dual-branch and multi-branch CNN frontends of the discriminative recipes (SPEC.md §3.3).
+"""MultiResNet: the dual-branch and multi-branch CNN frontends of the discriminative recipes (docs/methods.md, discriminative recipes).
 
 One model name, ``multiresnet``, configured by ``stft_sizes`` and ``use_fft``:
 ``[1024]`` + FFT is the dual-branch model (2 x 128 = 256-d), ``[256, 1024, 4096]`` + FFT the
@@ -166,6 +166,8 @@ class MultiResNet(nn.Module):
         use_fft: add the whole-clip spectrum branch.
         embed_dim: output size of each branch (128 in every recipe).
     """
+
+    family = "classifier"  # one model for every machine type (asd.training.classifier)
 
     def __init__(self, n_samples: int, sample_rate: int = 16000, stft_sizes=(1024,), use_fft: bool = True,
                  embed_dim: int = 128):

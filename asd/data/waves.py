@@ -1,0 +1,144 @@
+"""The waveform cache: every clip decoded once, kept as int16 on disk and memory-mapped.
+
+This is the only thing ``asd`` calls a *cache*: decoded clips, which can be rebuilt from the WAVs at
+any time. (The search keeps an *embedding store*, :mod:`asd.search.embeddings`.)
+
+Training reads each clip every epoch; decoding WAVs again each time costs more than a CPU training
+step of a small model. :class:`WaveStore` decodes the clips of some index rows once into
+``<data-dir>/<dataset>/cache/waves-<key>.npy`` (one file per machine, split and
+phase; clips end to end at their own length) plus an offsets file. The key hashes the clip paths, their sizes and modification times, the sample rate
+and the channel, so a changed file or another selection gets its own cache, and repeated runs and
+search trials skip decoding. Clips are stored at full length, so any ``data.clip_seconds`` and
+random crops read from the same cache. int16 is lossless for the 16-bit PCM of DCASE and the toy
+set and halves the size; reading through the page cache makes the in-memory case free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from asd.config import Config
+from asd.data.audio import fix_length, read_wav
+from asd.data.years import get_year
+from asd.errors import AsdError
+
+
+def cache_dir_of(rows: pd.DataFrame) -> Path | None:
+    """``<data-dir>/<dataset>/cache`` for index rows (``abspath`` ends with the relative ``path``)."""
+    if len(rows) == 0 or "abspath" not in rows:
+        return None
+    absp, rel = str(rows["abspath"].iloc[0]), str(rows["path"].iloc[0])
+    return Path(absp[: len(absp) - len(rel)]) / "cache" if absp.endswith(rel) else None
+
+
+def _key(paths: list[str], sample_rate: int, channel: int | None) -> str:
+    h = hashlib.sha256(f"{sample_rate}|{channel}".encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+class _Chunk:
+    """One group's clips end to end (int16) plus offsets, from the on-disk cache or decoded in memory."""
+
+    def __init__(self, paths: list[str], sample_rate: int, channel: int | None, cache_dir: Path | None,
+                 progress: str | None):
+        if cache_dir is None:
+            self.data, self.offsets = _decode(paths, sample_rate, channel, progress)
+            return
+        key = _key(paths, sample_rate, channel)
+        data_f, off_f = cache_dir / f"waves-{key}.npy", cache_dir / f"waves-{key}.offsets.npy"
+        if not (data_f.exists() and off_f.exists()):
+            data, offsets = _decode(paths, sample_rate, channel, progress)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            # Atomic: a concurrent or killed writer never leaves a half file under the final name.
+            for arr, dest in ((data, data_f), (offsets, off_f)):
+                tmp = dest.with_name(f"{dest.stem}.{os.getpid()}.tmp.npy")
+                np.save(tmp, arr)
+                os.replace(tmp, dest)
+        self.data = np.load(data_f, mmap_mode="r")
+        self.offsets = np.load(off_f)
+        if len(self.offsets) != len(paths) + 1:
+            raise AsdError(f"{off_f}: cache holds {len(self.offsets) - 1} clips, expected {len(paths)}; "
+                               "delete the file and run again")
+
+
+def _decode(paths, sample_rate, channel, progress) -> tuple[np.ndarray, np.ndarray]:
+    from tqdm import tqdm
+
+    clips = []
+    for p in tqdm(paths, desc=progress, unit="clip", leave=False, disable=progress is None or len(paths) < 50):
+        w = read_wav(p, sample_rate, channel)
+        clips.append(np.clip(np.round(w * 32768.0), -32768, 32767).astype(np.int16))
+    offsets = np.zeros(len(clips) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(c) for c in clips])
+    return (np.concatenate(clips) if clips else np.zeros(0, np.int16)), offsets
+
+
+class WaveStore:
+    """Decoded clips of ``rows`` (positionally), read back as fixed-length float32 batches.
+
+    The cache is kept per (machine, split, phase) group, so training (train clips of every machine)
+    and extraction (train and test clips) share the decoded training clips.
+
+    Args:
+        cache_dir: where to keep the on-disk cache; ``None`` decodes into memory only.
+    """
+
+    def __init__(self, rows: pd.DataFrame, sample_rate: int, channel: int | None = None,
+                 cache_dir: str | Path | None = None, progress: str | None = None):
+        cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.chunks: list[_Chunk] = []
+        self.where = np.zeros((len(rows), 2), dtype=np.int64)  # row -> (chunk, position in chunk)
+        pos = np.arange(len(rows))
+        for (machine, split, phase), g in rows.assign(_pos=pos).groupby(["machine", "split", "phase"], sort=True):
+            desc = f"{progress} {machine}/{split}/{phase}" if progress else None
+            self.where[g["_pos"].to_numpy()] = np.c_[np.full(len(g), len(self.chunks)), np.arange(len(g))]
+            self.chunks.append(_Chunk(list(g["abspath"]), sample_rate, channel, cache_dir, desc))
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def batch(self, idx, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """``(len(idx), n)`` float32 clips of the rows ``idx``: tiled when shorter than ``n``, else cropped.
+
+        The crop starts at 0, or, with ``rng``, at a uniform random offset in [0, length - n]
+        (training); a clip of exactly ``n`` samples is never shifted.
+        """
+        out = np.empty((len(idx), n), dtype=np.float32)
+        for j, i in enumerate(idx):
+            c, k = self.where[i]
+            chunk = self.chunks[c]
+            clip = chunk.data[chunk.offsets[k] : chunk.offsets[k + 1]]
+            start = int(rng.integers(0, len(clip) - n + 1)) if rng is not None and len(clip) > n else 0
+            out[j] = fix_length(clip, n, start)
+        out *= 1.0 / 32768.0
+        return out
+
+
+def clip_samples(cfg: Config) -> int:
+    """Samples per clip: ``data.clip_seconds`` or the year's default, times the sample rate."""
+    seconds = cfg.data.clip_seconds or get_year(cfg.data.dataset).clip_seconds
+    return int(round(seconds * cfg.data.sample_rate))
+
+
+def channel_of(cfg: Config) -> int | None:
+    """The channel to read: only multi-channel years (2026) pick one; elsewhere stereo is an error."""
+    year = get_year(cfg.data.dataset)
+    return year.channel if year.channels > 1 else None
+
+
+def wave_store(rows: pd.DataFrame, cfg: Config, desc: str | None = None) -> WaveStore:
+    """A :class:`WaveStore` over ``rows``, cached on disk unless ``data.cache`` is off."""
+    return WaveStore(rows, cfg.data.sample_rate, channel_of(cfg), cache_dir_of(rows) if cfg.data.cache else None, desc)
+
+
+def load_waves(rows: pd.DataFrame, cfg: Config, desc: str | None = None) -> np.ndarray:
+    """``(len(rows), clip_samples)`` float32 waveforms of the index rows, tiled or cropped from 0."""
+    return wave_store(rows, cfg, desc).batch(np.arange(len(rows)), clip_samples(cfg))

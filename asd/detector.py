@@ -1,0 +1,160 @@
+"""A trained detector as one object: a frontend plus the fitted backend (and threshold) of each machine type.
+
+Evaluation, the search and serving all score clips through a :class:`Detector`::
+
+    det = Detector(cfg, checkpoint)         # a trained frontend (checkpoint None for raw recipes)
+    emb = det.embed(index)                  # every train and test clip, one extraction
+    det.fit(emb)                            # one backend per machine type, on its training clips
+    scores = det.score(emb)                 # test clips: index columns + score, decision
+
+A fitted detector is saved as arrays and config, never as pickled objects: ``config.yaml``, the
+frontend's weights (``frontend.pt``, a plain tensor dict), one ``backends/<machine>.npz`` of fitted
+arrays and ``detector.json`` (backend name and parameters, machines, the ``asd`` version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from asd import __version__
+from asd.config import Config, from_yaml, to_yaml
+from asd.data.index import ClipIndexError
+from asd.errors import CheckpointError
+from asd.training import Embeddings
+
+log = logging.getLogger(__name__)
+FRONTEND_KEYS = ("family", "model_name", "model_args", "state", "config", "epoch", "classes", "label", "machines")
+
+
+class Detector:
+    """Frontend (``cfg`` + ``checkpoint``) and, once fitted, ``backends_``: machine type -> fitted backend."""
+
+    def __init__(self, cfg: Config, checkpoint: dict | None = None, backends: dict | None = None):
+        self.cfg = cfg
+        self.checkpoint = checkpoint
+        self.backends_ = dict(backends or {})
+        self._frontend = None
+
+    def with_backend(self, name: str | None = None, overrides=None) -> "Detector":
+        """The same frontend with another (unfitted) backend: ``backend.name`` and ``backend.*`` overrides."""
+        from asd.config.overrides import apply_overrides
+
+        cfg = apply_overrides(self.cfg, {**({"backend.name": name} if name else {}), **dict(overrides or {})})
+        det = Detector(cfg, self.checkpoint)
+        det._frontend = self._frontend
+        return det
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {m: float(b.threshold_) for m, b in self.backends_.items()}
+
+    @property
+    def frontend(self):
+        """The frontend, rebuilt from the checkpoint on first use (and kept)."""
+        if self._frontend is None:
+            from asd.training import load_frontend
+
+            self._frontend = load_frontend(self.cfg, self.checkpoint)
+        return self._frontend
+
+    def embed(self, index: pd.DataFrame) -> Embeddings:
+        """Embeddings of every train and test clip of ``index``."""
+        from asd.training import embed
+
+        return embed(self.cfg, index, frontend=self.frontend)
+
+    def _input(self, emb: Embeddings) -> np.ndarray:
+        from asd.backends import backend_class
+
+        return emb.features(backend_class(self.cfg.backend.name).input, f"backend {self.cfg.backend.name!r}")
+
+    def fit(self, clips: Embeddings | pd.DataFrame) -> "Detector":
+        """Fit one backend per machine type on its training clips (an index is embedded first)."""
+        from asd.backends import build_backend
+
+        emb = clips if isinstance(clips, Embeddings) else self.embed(clips)
+        X, rows = self._input(emb), emb.rows
+        self.backends_ = {}
+        for machine in sorted(rows["machine"].unique()):
+            tr = np.where((rows["machine"] == machine) & (rows["phase"] == "train"))[0]
+            if len(tr) == 0:
+                raise ClipIndexError(f"machine {machine!r} has test clips but no training clips to fit the backend on")
+            backend = build_backend(self.cfg.backend.name, **vars(self.cfg.backend))
+            self.backends_[machine] = backend.fit(X[tr], rows["domain"].to_numpy()[tr])
+        return self
+
+    def score(self, clips: Embeddings | pd.DataFrame) -> pd.DataFrame:
+        """The test clips' rows with ``score`` (higher = more anomalous) and ``decision`` (0/1)."""
+        emb = clips if isinstance(clips, Embeddings) else self.embed(clips)
+        X, rows = self._input(emb), emb.rows
+        out = []
+        for machine in sorted(rows["machine"].unique()):
+            te = np.where((rows["machine"] == machine) & (rows["phase"] == "test"))[0]
+            if len(te):
+                backend, df = self._backend(machine), rows.iloc[te].copy()
+                df["score"] = backend.decision_function(X[te])
+                df["decision"] = (df["score"] > backend.threshold_).astype(int)
+                out.append(df)
+        if not out:
+            raise ClipIndexError("no test clips to score among the clips given")
+        return pd.concat(out, ignore_index=True)
+
+    def score_waves(self, machine: str, waves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, decisions)`` of ``(n, samples)`` float32 clips of one machine type, already at clip length."""
+        arrays = self.frontend.embed_waves(waves, machine)
+        emb = Embeddings(pd.DataFrame(index=range(len(waves))), arrays["embedding"], arrays.get("recon"),
+                         arrays.get("residual"))
+        scores = self._backend(machine).decision_function(self._input(emb))
+        return scores, (scores > self.backends_[machine].threshold_).astype(int)
+
+    def _backend(self, machine: str):
+        if machine not in self.backends_:
+            raise ClipIndexError(f"this detector has no backend for machine {machine!r} "
+                                 f"(fitted for: {', '.join(sorted(self.backends_)) or 'none'})")
+        return self.backends_[machine]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the fitted detector into ``folder`` as arrays and config; returns the folder."""
+        import torch
+
+        out = Path(folder)
+        (out / "backends").mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(self.cfg))
+        if self.checkpoint is not None:  # weights only: no optimiser state
+            torch.save({k: v for k, v in self.checkpoint.items() if k in FRONTEND_KEYS}, out / "frontend.pt")
+        params = {}
+        for machine, backend in self.backends_.items():
+            np.savez(out / "backends" / f"{machine}.npz", **backend.fitted_state())
+            params = backend.get_params()
+        meta = {"asd_version": __version__, "backend": self.cfg.backend.name, "params": params,
+                "machines": sorted(self.backends_), "thresholds": self.thresholds}
+        (out / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Detector":
+        """A detector written by :meth:`save`, rebuilt from its arrays and config."""
+        import torch
+
+        from asd.backends import backend_class
+
+        d = Path(folder)
+        if not (d / "detector.json").is_file():
+            raise CheckpointError(f"{d}: not a saved detector (no detector.json)")
+        meta = json.loads((d / "detector.json").read_text())
+        if meta["asd_version"] != __version__:
+            log.warning("detector in %s was saved by asd %s; this is asd %s", d, meta["asd_version"], __version__)
+        cfg = from_yaml((d / "config.yaml").read_text())
+        ckpt = torch.load(d / "frontend.pt", map_location="cpu", weights_only=True) \
+            if (d / "frontend.pt").is_file() else None
+        cls_ = backend_class(meta["backend"])
+        backends = {}
+        for machine in meta["machines"]:
+            with np.load(d / "backends" / f"{machine}.npz") as z:
+                backends[machine] = cls_.from_state(meta["params"], {k: z[k] for k in z.files})
+        return cls(cfg, ckpt, backends)

@@ -1,0 +1,164 @@
+"""The classifier family: one shared embedding model for every machine type, trained to classify
+meta-information (:mod:`asd.training.targets`) with an angular-margin loss (:mod:`asd.losses`).
+
+Clips are tiled or cropped to ``data.clip_seconds`` (random crop start in training, 0 when
+embedding); the model computes its own spectra, so on a GPU features are made on the GPU and the
+host only moves int16-decoded waveforms (:mod:`asd.data.waves`), one batch ahead.
+
+Auxiliary objectives (the extra heads are trainable sub-cluster AdaCos, K = ``loss.subclusters``):
+- ``loss.subspace_weight`` > 0: one head per branch sub-embedding predicting the same classes;
+- ``loss.featex_weight`` > 0: a 3C-way head on feature-exchanged embeddings (:func:`asd.training.augment.featex`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from asd.config import Config
+from asd.data.waves import clip_samples, wave_store
+from asd.errors import CheckpointError
+from asd.training import EpochCallback, TrainResult
+from asd.training import runtime as rt
+
+UNUSED = {"train.val_fraction": "the classifier trains on every training clip (no validation split)"}
+
+
+def model_args(cfg: Config) -> dict:
+    """The model's constructor arguments (the model takes the ones its signature names)."""
+    return dict(n_samples=clip_samples(cfg), sample_rate=cfg.data.sample_rate,
+                stft_sizes=[int(n) for n in cfg.model.stft_sizes], use_fft=bool(cfg.model.use_fft),
+                embed_dim=int(cfg.model.embed_dim))
+
+
+def build_heads(cfg: Config, dim: int, branch_dim: int, n_branches: int, n_classes: int) -> nn.ModuleDict:
+    """The main loss head plus the auxiliary heads the config asks for."""
+    from asd.losses import build_loss
+
+    lc = cfg.loss
+    heads = {"main": build_loss(lc.name, dim, n_classes, **vars(lc))}
+    if lc.subspace_weight > 0:
+        for b in range(n_branches):
+            heads[f"sub{b}"] = build_loss("scadacos", branch_dim, n_classes, subclusters=lc.subclusters, trainable=True)
+    if lc.featex_weight > 0:
+        heads["featex"] = build_loss("scadacos", dim, 3 * n_classes, subclusters=lc.subclusters, trainable=True)
+    return nn.ModuleDict(heads)
+
+
+def objective(heads: nn.ModuleDict, emb: torch.Tensor, target: torch.Tensor, cfg: Config, branch_dim: int,
+              gen: torch.Generator) -> torch.Tensor:
+    """Total loss = main + subspace_weight·Σ branch heads + featex_weight·FeatEx head."""
+    from asd.training.augment import featex
+
+    loss = heads["main"](emb, target)
+    if cfg.loss.subspace_weight > 0:
+        subs = [heads[f"sub{b}"](emb[:, b * branch_dim:(b + 1) * branch_dim], target)
+                for b in range(emb.shape[1] // branch_dim)]
+        loss = loss + cfg.loss.subspace_weight * torch.stack(subs).sum()
+    if cfg.loss.featex_weight > 0:
+        ex, ex_t = featex(emb, target, cfg.augment.featex_prob, gen, split=branch_dim)
+        loss = loss + cfg.loss.featex_weight * heads["featex"](ex, ex_t)
+    return loss
+
+
+def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallback | None,
+          resume: dict | None) -> TrainResult:
+    """Train the shared classifier on the training ``rows`` of every machine; see :func:`asd.training.train`."""
+    from asd.models import build_model
+    from asd.training.augment import mixup, specaug
+    from asd.training.targets import encode, fit_classes
+
+    device = rt.resolve_device(cfg.train.device)
+    rt.set_threads(cfg.train)
+    rt.seed_everything(cfg.train.seed)
+    classes = resume["classes"] if resume else fit_classes(rows, cfg.data.label)
+    y = torch.from_numpy(encode(rows, classes, cfg.data.label))
+    if (y < 0).any():
+        raise CheckpointError("training clips with a class missing from the checkpoint's label map; "
+                              "resume with the same index and machines as the interrupted run")
+    store = wave_store(rows, cfg, "decoding")
+    args = model_args(cfg)
+    model = build_model(cfg.model.name, **args).to(device)
+    heads = build_heads(cfg, model.dim, model.branch_dim, len(model.branches), len(classes)).to(device)
+    params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
+    step = rt.Stepper(rt.make_optimizer(params, cfg.train), rt.grad_scaler(device, cfg.train), params,
+                      cfg.train.grad_clip)
+    start = 0
+    if resume:
+        model.load_state_dict(resume["state"]["model"])
+        heads.load_state_dict(resume["state"]["heads"])
+        step.load_state_dict(resume["optim"], resume.get("scaler"))
+        start = int(resume["epoch"])
+    n, n_cls, history = args["n_samples"], len(classes), []
+    for epoch in range(start, cfg.train.epochs):
+        # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
+        gen, rng = rt.epoch_generators(cfg.train.seed, epoch)
+        order = torch.randperm(len(rows), generator=gen).numpy()
+        model.train()
+        heads.train()
+        t0, loss_mean, acc_mean = time.time(), rt.Mean(device), rt.Mean(device)
+        batches = rt.batches(order, cfg.train.batch_size)
+        waves = rt.prefetch(lambda idx: store.batch(idx, n, rng), batches)  # the next batch is read meanwhile
+        for idx, wave_np in zip(batches, waves):
+            wave = rt.to_device(wave_np, device)
+            target = nn.functional.one_hot(y[idx], n_cls).float().to(device)
+            wave, target = mixup(wave, target, cfg.augment.mixup_prob, gen)  # augment
+            wave = specaug(wave, cfg.augment.specaug_prob, gen)
+            with rt.autocast(device, cfg.train):  # forward (spectra stay float32 inside the model)
+                emb = model(wave)
+            emb = emb.float()
+            loss = objective(heads, emb, target, cfg, model.branch_dim, gen)  # loss in float32
+            step(loss)  # backward, clip, step
+            with torch.no_grad():
+                acc = (heads["main"].logits(emb).argmax(1) == target.argmax(1)).float().mean()
+            loss_mean.add(loss, len(idx))
+            acc_mean.add(acc, len(idx))
+        seconds = time.time() - t0
+        stats = {"train/loss": loss_mean.value("train/loss"), "train/accuracy": acc_mean.value(),
+                 "train/lr": step.optimizer.param_groups[0]["lr"],
+                 "train/clips_per_second": loss_mean.count / max(seconds, 1e-9), "train/epoch_seconds": seconds}
+        if torch.is_tensor(getattr(heads["main"], "s", None)):
+            stats["train/scale"] = float(heads["main"].s)
+        history.append(stats)
+        # checkpoint: model, heads, optimiser and label map, so resume and evaluation need nothing else
+        rt.save_checkpoint(rt.checkpoint("classifier", cfg, epoch + 1, model_name=cfg.model.name, model_args=args,
+                                         classes=list(classes), label=cfg.data.label,
+                                         state={"model": model.state_dict(), "heads": heads.state_dict()},
+                                         **step.state_dict()),
+                           ckpt_dir / "last.pt")
+        if on_epoch:
+            on_epoch(epoch + 1, stats)
+    return TrainResult(ckpt_dir / "last.pt", cfg.train.epochs, history)
+
+
+class Frontend:
+    """The trained shared model of a checkpoint: one embedding per clip, whatever its machine type.
+
+    Machines the model was not trained on are embedded as well; the label map is not needed here,
+    since backends work on embeddings.
+    """
+
+    batch = 64
+    per_machine = False
+
+    def __init__(self, cfg: Config, checkpoint: dict, device: torch.device):
+        from asd.models import build_model
+
+        self.cfg, self.device = cfg, device
+        self.model = build_model(checkpoint["model_name"], **checkpoint["model_args"]).to(device)
+        self.model.load_state_dict(checkpoint["state"]["model"])
+        self.model.eval()
+        self.dim = self.model.dim
+
+    def embed_waves(self, waves: np.ndarray, machine: str | None = None) -> dict[str, np.ndarray]:
+        with torch.inference_mode(), rt.autocast(self.device, self.cfg.train):
+            return {"embedding": self.model(rt.to_device(waves, self.device)).float().cpu().numpy()}
+
+
+def frontend(cfg: Config, checkpoint: dict, device: torch.device) -> Frontend:
+    return Frontend(cfg, checkpoint, device)

@@ -1,0 +1,180 @@
+"""What every training family shares: device, mixed precision, seeding, the optimiser step,
+checkpoints and batch prefetch.
+
+Checkpoints are dicts holding everything needed to rebuild and resume: ``family``, ``model_name``,
+``model_args``, ``state`` (state dicts), ``optim``, ``scaler``, ``config``, ``epoch`` and what the
+family adds (the AE's ``machines``, the classifier's ``classes``). They are written atomically and
+read back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from asd.config import Config, TrainConfig
+from asd.errors import AsdError, CheckpointError, TrainingError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error that says so."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AsdError("--device cuda requested but no CUDA device is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def set_threads(train: TrainConfig) -> None:
+    if train.num_threads:
+        torch.set_num_threads(train.num_threads)
+
+
+def autocast(device: torch.device, train: TrainConfig):
+    """CUDA: bfloat16 (else float16) autocast when ``train.amp``; CPU: bfloat16 when ``train.cpu_bf16``."""
+    if device.type == "cuda" and train.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    if device.type == "cpu" and train.cpu_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, train: TrainConfig) -> torch.amp.GradScaler:
+    # float16 needs loss scaling; bfloat16 and float32 do not.
+    use = device.type == "cuda" and train.amp and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda", enabled=use)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_generators(seed: int, epoch: int) -> tuple[torch.Generator, np.random.Generator]:
+    """The random sources of one epoch, derived from ``(seed, epoch)`` only: a resumed run repeats it."""
+    return torch.Generator().manual_seed(seed * 100003 + epoch), np.random.default_rng([seed, epoch])
+
+
+def batches(order, batch_size: int) -> list:
+    """Consecutive chunks of ``order`` of ``batch_size``, dropping a last chunk of one (BatchNorm needs two)."""
+    out = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    out = [b for b in out if len(b) > 1]
+    if len(order) and not out:
+        raise TrainingError(f"no training batch of at least 2 clips (train.batch_size={batch_size}, "
+                            f"{len(order)} training items); BatchNorm needs two: set train.batch_size >= 2")
+    return out
+
+
+def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay or 0.01)
+    raise AsdError(f"unknown train.optimizer {train.optimizer!r} (adam | adamw)")
+
+
+class Stepper:
+    """One optimiser step: zero the gradients, backward (loss-scaled for float16), clip, step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list,
+                 grad_clip: float = 0.0):
+        self.optimizer, self.scaler, self.params, self.grad_clip = optimizer, scaler, params, grad_clip
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return {"optim": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, optim: dict, scaler: dict | None) -> None:
+        self.optimizer.load_state_dict(optim)
+        if scaler:  # checkpoints before the AE had a scaler carry none
+            self.scaler.load_state_dict(scaler)
+
+
+class Mean:
+    """A running mean of per-batch tensors kept on the device: no host sync until :meth:`value`."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add(self, value: torch.Tensor, n: int) -> None:
+        self.total += value.detach().double() * n
+        self.count += n
+
+    def value(self, name: str = "value") -> float:
+        v = float(self.total) / max(self.count, 1)
+        if not np.isfinite(v):
+            raise TrainingError(f"{name} is {v} after this epoch; training diverged (try a lower train.lr, "
+                                "train.grad_clip=1, or float32 instead of bf16/amp)")
+        return v
+
+
+def checkpoint(family: str, cfg: Config, epoch: int, **fields) -> dict:
+    """The checkpoint dict of one epoch: ``family``, ``config``, ``epoch`` plus the family's fields."""
+    return dict(family=family, config=cfg.to_dict(), epoch=epoch, **fields)
+
+
+def save_checkpoint(obj: dict, path: Path) -> None:
+    """Write atomically: a killed process never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by ``asd`` (``torch.load`` with ``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, empty, unreadable or not an ``asd`` checkpoint.
+    """
+    path = Path(path)
+    kinds = "asd writes checkpoints/last.pt in every train run of a trained recipe"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found ({kinds})")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint; train again or use another run")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle, zip and unpickling errors alike
+        raise CheckpointError(f"{path}: not a checkpoint asd can read ({type(e).__name__}: {str(e)[:200]}); "
+                              f"{kinds}; files holding arbitrary Python objects are refused") from None
+    if not isinstance(ckpt, dict) or not {"family", "config", "state"} <= set(ckpt):
+        raise CheckpointError(f"{path}: a torch file but not an asd checkpoint (no family/config/state); {kinds}")
+    return ckpt
+
+
+def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on ``device`` (pinned and non-blocking on CUDA)."""
+    t = torch.from_numpy(x)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
+def prefetch(fn: Callable, items: Iterable) -> Iterator:
+    """``fn(item)`` for each item, the next one computed in a background thread while the caller works."""
+    items = list(items)
+    with ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(fn, items[0]) if items else None
+        for i in range(len(items)):
+            cur = nxt.result()
+            if i + 1 < len(items):
+                nxt = pool.submit(fn, items[i + 1])
+            yield cur

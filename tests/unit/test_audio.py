@@ -1,0 +1,69 @@
+"""Bad input gets an error that names the file and the fix."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asd.data.audio import AudioError, fix_length, read_wav
+from asd.data.index import ClipIndexError
+from asd.data.prepare import scan_layout
+
+
+def test_reads_mono(tmp_path):
+    p = tmp_path / "a.wav"
+    sf.write(p, np.zeros(1600, np.float32), 16000, subtype="PCM_16")
+    assert read_wav(p).shape == (1600,)
+
+
+def test_not_a_wav(tmp_path):
+    p = tmp_path / "section_00_source_train_normal_0000_a_1.wav"
+    p.write_text("this is not audio")
+    with pytest.raises(AudioError, match=r"section_00_source_train_normal_0000_a_1\.wav: not a readable WAV"):
+        read_wav(p)
+
+
+def test_wrong_sample_rate(tmp_path):
+    p = tmp_path / "x.wav"
+    sf.write(p, np.zeros(4410, np.float32), 44100)
+    with pytest.raises(AudioError, match=r"x\.wav: sample rate 44100 Hz, expected 16000 Hz; resample"):
+        read_wav(p)
+
+
+def test_stereo(tmp_path):
+    p = tmp_path / "st.wav"
+    sf.write(p, np.zeros((1600, 2), np.float32), 16000)
+    with pytest.raises(AudioError, match=r"st\.wav: 2 channels, expected mono"):
+        read_wav(p)
+    assert read_wav(p, channel=0).shape == (1600,)
+
+
+def test_fix_length_tiles_and_crops():
+    w = np.arange(3, dtype=np.float32)
+    np.testing.assert_array_equal(fix_length(w, 7), [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(fix_length(np.arange(10), 4), [0, 1, 2, 3])
+
+
+def test_unknown_file_name_is_reported_not_skipped(tmp_path):
+    d = tmp_path / "dev_data" / "raw" / "fan" / "train"
+    d.mkdir(parents=True)
+    sf.write(d / "section_00_source_train_normal_0000_a_1.wav", np.zeros(160, np.float32), 16000)
+    sf.write(d / "recording_12.wav", np.zeros(160, np.float32), 16000)
+    with pytest.raises(ClipIndexError, match=r"1 WAV file\(s\) with unrecognised names.*recording_12\.wav"):
+        scan_layout(tmp_path, "toy", 2023)
+
+
+def test_bad_clip_fails_evaluation_naming_it(toy_dir, tmp_path):
+    """A corrupt clip in a prepared set stops extraction with its name (nothing silently dropped)."""
+    import shutil
+
+    from asd.config.recipes import load_recipe
+    from asd.data.index import read_index
+    from asd.training import embed
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_dir / "toy", data / "toy")
+    df = read_index(data, "toy", machines=["fan"])
+    victim = df["abspath"].iloc[5]
+    sf.write(victim, np.zeros((1600, 2), np.float32), 16000)
+    with pytest.raises(AudioError, match="2 channels"):
+        embed(load_recipe("raw_spec", ["data.clip_seconds=1"]), df)
