@@ -57,6 +57,39 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def _copy_members(zf: zipfile.ZipFile, infos: list, archive: Path, staging: Path, dest: Path,
+                  total: int | None) -> None:
+    """Write every member into ``staging`` (a progress bar over ``total`` bytes when given)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    bar = None
+    if total is not None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"unpack {archive.name}", unit="B", unit_scale=True, leave=False,
+                   mininterval=0.5)
+    try:
+        for info in infos:
+            target = staging / info.filename
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)  # zipfile checks the CRC at the end
+            if bar is not None:
+                bar.update(info.file_size)
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ArchiveError(f"{archive} is corrupted ({e}); delete it and run prepare again to download "
+                           "it afresh") from None
+    except OSError as e:  # disk full, permissions
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ArchiveError(f"cannot extract {archive.name} into {dest}: {e}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def unpack(archive: Path, dest: Path, progress: bool = True) -> bool:
     """Unpack zip ``archive`` into ``dest``; returns False when it was already done.
 
@@ -86,34 +119,7 @@ def unpack(archive: Path, dest: Path, progress: bool = True) -> bool:
                                f"{free / 1e9:.2f} GB free under {dest}; free some space or choose another "
                                "--data-dir")
         staging = dest / f".partial-{archive.name}"
-        shutil.rmtree(staging, ignore_errors=True)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=need, desc=f"unpack {archive.name}", unit="B", unit_scale=True, leave=False,
-                       mininterval=0.5)
-        try:
-            for info in infos:
-                target = staging / info.filename
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)  # zipfile checks the CRC at the end
-                if bar is not None:
-                    bar.update(info.file_size)
-        except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as e:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ArchiveError(f"{archive} is corrupted ({e}); delete it and run prepare again to download "
-                               "it afresh") from None
-        except OSError as e:  # disk full, permissions
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ArchiveError(f"cannot extract {archive.name} into {dest}: {e}") from None
-        finally:
-            if bar is not None:
-                bar.close()
+        _copy_members(zf, infos, archive, staging, dest, need if progress else None)
     n = _merge(staging, dest)
     shutil.rmtree(staging, ignore_errors=True)
     marker = marker_path(archive, dest)

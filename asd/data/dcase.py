@@ -99,21 +99,7 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
     _say(f"{dataset}: files: {summary.line()}"
          + (f", {len(gone)} unpacked earlier (archive deleted since)" if gone else ""), progress)
 
-    n_new = 0
-    for f in files:
-        if not f.is_archive or f.name in gone:
-            continue
-        try:
-            n_new += unpack(paths[f.name], _dest(root, f), progress=progress)
-        except ArchiveError as e:
-            path = paths[f.name]
-            if "corrupted" in str(e) and path.parent == root / "archives":
-                bad = path.with_name(path.name + ".corrupt")
-                os.replace(path, bad)
-                raise ArchiveError(f"{e} [moved to {bad.name}; the next run downloads it again]") from None
-            raise
-    n_arch = sum(f.is_archive for f in files)
-    _say(f"{dataset}: archives: {n_new} extracted, {n_arch - n_new} already extracted", progress)
+    _unpack_all(dataset, root, files, paths, gone, progress)
 
     manifest = _update_manifest(root, chosen, files, paths)
     prepared = {s: set(manifest["machines"].get(s, [])) for s in SPLITS}
@@ -132,6 +118,26 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
          f"{df['machine'].nunique()} machine types) written to {out} in {time.monotonic() - t0:.1f} s"
          + (f"; {len(warnings)} warning(s)" if warnings else ""), progress)
     return out
+
+
+def _unpack_all(dataset: str, root: Path, files: list[Remote], paths: dict[str, Path], gone: set[str],
+                progress: bool) -> None:
+    """Unpack every fetched archive; a corrupted download is moved aside so the next run fetches it again."""
+    n_new = 0
+    for f in files:
+        if not f.is_archive or f.name in gone:
+            continue
+        try:
+            n_new += unpack(paths[f.name], _dest(root, f), progress=progress)
+        except ArchiveError as e:
+            path = paths[f.name]
+            if "corrupted" in str(e) and path.parent == root / "archives":
+                bad = path.with_name(path.name + ".corrupt")
+                os.replace(path, bad)
+                raise ArchiveError(f"{e} [moved to {bad.name}; the next run downloads it again]") from None
+            raise
+    n_arch = sum(f.is_archive for f in files)
+    _say(f"{dataset}: archives: {n_new} extracted, {n_arch - n_new} already extracted", progress)
 
 
 def _dest(root: Path, f: Remote) -> Path:
@@ -192,23 +198,12 @@ def build_index(year: Year, root: Path, prepared: dict[str, set[str]], gt: Groun
                     not_prepared[f"{split}/{machine}"] += 1
                     continue
                 try:
-                    c = parse_clip(fn, year.year, folder)
+                    row, hidden = _clip_row(year, gt, split, machine, folder, fn, rel)
                 except NameError_:
                     unknown[f"unrecognised {year.year} file name"].append(rel)
                     continue
-                label, domain, attrs, hidden = c.label, c.domain, c.attributes, c.hidden
-                if c.anonymous:
-                    t = gt.eval_test.get(machine, {}).get(fn)
-                    if t is None:
-                        label, domain, attrs = "unknown", domain or "source", []
-                    else:
-                        label, domain, attrs, hidden = t.label, t.domain, t.attributes, t.hidden
-                elif (true := gt.resolved.get((split, machine), {}).get(fn)) is not None:
-                    attrs, hidden = parse_truth(true, year.year).attributes, False
-                if hidden:
-                    hidden_left[f"{split}/{machine}"] += 1
-                rows.append((rel, year.name, year.year, split, machine, c.section, domain, c.phase, label,
-                             format_attributes(attrs), fn))
+                hidden_left[f"{split}/{machine}"] += hidden
+                rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
     notes = []
     if other_files:
@@ -220,6 +215,27 @@ def build_index(year: Year, root: Path, prepared: dict[str, set[str]], gt: Groun
         notes.append("attributes stay hidden (noAttribute, no published correspondence) for "
                      + ", ".join(f"{k} ({n} clips)" for k, n in sorted(hidden_left.items())))
     return df, dict(unknown), notes
+
+
+def _clip_row(year: Year, gt: GroundTruth, split: str, machine: str, folder: str, fn: str, rel: str
+              ) -> tuple[tuple, bool]:
+    """One index row (in :data:`COLUMNS` order) and whether its attributes stay hidden.
+
+    Raises:
+        NameError_: ``fn`` fits no naming scheme of the year.
+    """
+    c = parse_clip(fn, year.year, folder)
+    label, domain, attrs, hidden = c.label, c.domain, c.attributes, c.hidden
+    if c.anonymous:
+        t = gt.eval_test.get(machine, {}).get(fn)
+        if t is None:
+            label, domain, attrs = "unknown", domain or "source", []
+        else:
+            label, domain, attrs, hidden = t.label, t.domain, t.attributes, t.hidden
+    elif (true := gt.resolved.get((split, machine), {}).get(fn)) is not None:
+        attrs, hidden = parse_truth(true, year.year).attributes, False
+    return (rel, year.name, year.year, split, machine, c.section, domain, c.phase, label,
+            format_attributes(attrs), fn), bool(hidden)
 
 
 def _problems(year: Year, df: pd.DataFrame, gt: GroundTruth, prepared: dict[str, set[str]],

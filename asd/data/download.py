@@ -99,6 +99,27 @@ def download(url: str, dest: Path, progress: bool = True, desc: str | None = Non
                         f"{have} bytes kept in {part}: run the same command again to resume")
 
 
+def _copy_body(resp, part: Path, mode: str, have: int, bar) -> int:
+    """Append (``ab``) or write (``wb``) the response body to ``part``; returns the bytes received."""
+    got = 0
+    try:
+        with open(part, mode) as f:
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except (OSError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
+                    raise _Retry(f"connection lost after {have + got} bytes ({type(e).__name__})") from None
+                if not chunk:
+                    return got
+                f.write(chunk)
+                got += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _fetch_once(url: str, part: Path, progress: bool, desc: str) -> int:
     """One request; appends to ``part`` (or restarts it); returns bytes received. Raises _Retry."""
     have = part.stat().st_size if part.exists() else 0
@@ -136,24 +157,7 @@ def _fetch_once(url: str, part: Path, progress: bool, desc: str) -> int:
                 log.info("%s: server ignored the Range request; restarting from zero", part.name[:-5])
             have, mode = 0, "wb"
             total = length
-        bar = _bar(progress, desc, total, have)
-        got = 0
-        try:
-            with open(part, mode) as f:
-                while True:
-                    try:
-                        chunk = resp.read(CHUNK)
-                    except (OSError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
-                        raise _Retry(f"connection lost after {have + got} bytes ({type(e).__name__})") from None
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    got += len(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
+        got = _copy_body(resp, part, mode, have, _bar(progress, desc, total, have))
     size = part.stat().st_size
     if total is None:
         log.warning("%s: the server sent no Content-Length; size %d bytes cannot be verified", part.name[:-5], size)

@@ -202,8 +202,16 @@ def synthesize(machine: str, attrs: dict[str, str], domain: str, anomaly: str | 
     elif anomaly == "rubbing":
         rub = _band_noise(rng, n, rng.uniform(1200, 4000), 600.0)
         x += 0.25 * sev * rub * np.clip(np.sin(2 * np.pi * f0 * t), 0, None) ** 2 * 2
-    # Recording conditions vary from clip to clip in ways that say nothing about the machine's health:
-    # the microphone's colouring, the background's colour and level, now and then another machine.
+    return _record(x, domain, rng, t, seconds)
+
+
+def _record(x: np.ndarray, domain: str, rng: np.random.Generator, t: np.ndarray, seconds: float) -> np.ndarray:
+    """The machine's sound ``x`` as a microphone records it, as float32 in [-1, 1].
+
+    Recording conditions vary from clip to clip in ways that say nothing about the machine's health:
+    the microphone's colouring, the background's colour and level, now and then another machine.
+    """
+    n = len(x)
     x = _tilt(x, rng.uniform(-0.5, 0.5))
     x = x / (np.sqrt(np.mean(x**2)) + 1e-12)
     bg = _colored_noise(rng, n, rng.uniform(0.0, 2.0))

@@ -70,7 +70,6 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
           resume: dict | None) -> TrainResult:
     """Train the shared classifier on the training ``rows`` of every machine; see :func:`asd.training.train`."""
     from asd.models import build_model
-    from asd.training.augment import mixup, specaug
     from asd.training.targets import encode, fit_classes
 
     device = rt.resolve_device(cfg.train.device)
@@ -94,36 +93,9 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
         heads.load_state_dict(resume["state"]["heads"])
         step.load_state_dict(resume["optim"], resume.get("scaler"))
         start = int(resume["epoch"])
-    n, n_cls, history = args["n_samples"], len(classes), []
+    history = []
     for epoch in range(start, cfg.train.epochs):
-        # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
-        gen, rng = rt.epoch_generators(cfg.train.seed, epoch)
-        order = torch.randperm(len(rows), generator=gen).numpy()
-        model.train()
-        heads.train()
-        t0, loss_mean, acc_mean = time.time(), rt.Mean(device), rt.Mean(device)
-        batches = rt.batches(order, cfg.train.batch_size)
-        waves = rt.prefetch(lambda idx: store.batch(idx, n, rng), batches)  # the next batch is read meanwhile
-        for idx, wave_np in zip(batches, waves):
-            wave = rt.to_device(wave_np, device)
-            target = nn.functional.one_hot(y[idx], n_cls).float().to(device)
-            wave, target = mixup(wave, target, cfg.augment.mixup_prob, gen)  # augment
-            wave = specaug(wave, cfg.augment.specaug_prob, gen)
-            with rt.autocast(device, cfg.train):  # forward (spectra stay float32 inside the model)
-                emb = model(wave)
-            emb = emb.float()
-            loss = objective(heads, emb, target, cfg, model.branch_dim, gen)  # loss in float32
-            step(loss)  # backward, clip, step
-            with torch.no_grad():
-                acc = (heads["main"].logits(emb).argmax(1) == target.argmax(1)).float().mean()
-            loss_mean.add(loss, len(idx))
-            acc_mean.add(acc, len(idx))
-        seconds = time.time() - t0
-        stats = {"train/loss": loss_mean.value("train/loss"), "train/accuracy": acc_mean.value(),
-                 "train/lr": step.optimizer.param_groups[0]["lr"],
-                 "train/clips_per_second": loss_mean.count / max(seconds, 1e-9), "train/epoch_seconds": seconds}
-        if torch.is_tensor(getattr(heads["main"], "s", None)):
-            stats["train/scale"] = float(heads["main"].s)
+        stats = _epoch(cfg, epoch, model, heads, step, store, y, len(classes), args["n_samples"], device)
         history.append(stats)
         # checkpoint: model, heads, optimiser and label map, so resume and evaluation need nothing else
         rt.save_checkpoint(rt.checkpoint("classifier", cfg, epoch + 1, model_name=cfg.model.name, model_args=args,
@@ -134,6 +106,42 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
         if on_epoch:
             on_epoch(epoch + 1, stats)
     return TrainResult(ckpt_dir / "last.pt", cfg.train.epochs, history)
+
+
+def _epoch(cfg: Config, epoch: int, model, heads, step: rt.Stepper, store, y: torch.Tensor, n_cls: int, n: int,
+           device: torch.device) -> dict[str, float]:
+    """One epoch over every training clip; returns its metrics."""
+    from asd.training.augment import mixup, specaug
+
+    # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
+    gen, rng = rt.epoch_generators(cfg.train.seed, epoch)
+    order = torch.randperm(len(y), generator=gen).numpy()
+    model.train()
+    heads.train()
+    t0, loss_mean, acc_mean = time.time(), rt.Mean(device), rt.Mean(device)
+    batches = rt.batches(order, cfg.train.batch_size)
+    waves = rt.prefetch(lambda idx: store.batch(idx, n, rng), batches)  # the next batch is read meanwhile
+    for idx, wave_np in zip(batches, waves):
+        wave = rt.to_device(wave_np, device)
+        target = nn.functional.one_hot(y[idx], n_cls).float().to(device)
+        wave, target = mixup(wave, target, cfg.augment.mixup_prob, gen)  # augment
+        wave = specaug(wave, cfg.augment.specaug_prob, gen)
+        with rt.autocast(device, cfg.train):  # forward (spectra stay float32 inside the model)
+            emb = model(wave)
+        emb = emb.float()
+        loss = objective(heads, emb, target, cfg, model.branch_dim, gen)  # loss in float32
+        step(loss)  # backward, clip, step
+        with torch.no_grad():
+            acc = (heads["main"].logits(emb).argmax(1) == target.argmax(1)).float().mean()
+        loss_mean.add(loss, len(idx))
+        acc_mean.add(acc, len(idx))
+    seconds = time.time() - t0
+    stats = {"train/loss": loss_mean.value("train/loss"), "train/accuracy": acc_mean.value(),
+             "train/lr": step.optimizer.param_groups[0]["lr"],
+             "train/clips_per_second": loss_mean.count / max(seconds, 1e-9), "train/epoch_seconds": seconds}
+    if torch.is_tensor(getattr(heads["main"], "s", None)):
+        stats["train/scale"] = float(heads["main"].s)
+    return stats
 
 
 class Frontend:
