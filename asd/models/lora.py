@@ -49,6 +49,8 @@ def apply_lora(model: nn.Module, targets=("q_proj", "v_proj"), rank: int = 64, a
                dropout: float = 0.0) -> int:
     """Wrap every ``nn.Linear`` whose attribute name is in ``targets`` in a LoRALinear; returns how many.
 
+    Only the wrapped layers are frozen; freezing the rest of the model is the caller's choice.
+
     Raises ValueError when no layer matches (a wrong target name would otherwise train nothing).
     """
     found = [(parent, name) for parent in model.modules() for name, child in parent.named_children()

@@ -122,9 +122,11 @@ class PretrainedEmbedder(nn.Module):
                 f"were made on {saved['path']} with SHA-256 {saved['sha256']}; use that exact base file")
         own = {n: p for n, p in self.named_parameters() if p.requires_grad}
         missing, extra = sorted(set(own) - set(sd["params"])), sorted(set(sd["params"]) - set(own))
-        if missing or extra:
+        resized = [f"{n} {tuple(sd['params'][n].shape)} vs {tuple(p.shape)}" for n, p in own.items()
+                   if n in sd["params"] and sd["params"][n].shape != p.shape]
+        if missing or extra or resized:
             raise CheckpointError(f"trained parameters do not fit this model (built with other options?): "
-                                  f"missing {missing[:4]}, unexpected {extra[:4]}")
+                                  f"missing {missing[:4]}, unexpected {extra[:4]}, other shapes {resized[:4]}")
         with torch.no_grad():
             for n, p in own.items():
                 p.copy_(sd["params"][n])
