@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -218,9 +219,12 @@ def _read_checkpoint(path: Path) -> tuple[dict, str]:
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or a pickle holding objects other than tensors and plain data
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a BEATs checkpoint: it cannot be read as a torch.save file of "
-                              f"tensors and plain data ({first}); {hint}") from None
+        # torch's own message advises loading untrusted code; name only what the file holds.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it pickles a Python object ({found.group(1)}), which BEATs checkpoints never hold" if found \
+            else "it is not a torch.save file, or holds more than tensors"
+        raise CheckpointError(f"{path} is not a BEATs checkpoint: it cannot be read as tensors and plain data "
+                              f"({what}); {hint}") from None
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("cfg"), dict) and isinstance(ckpt.get("model"), dict)):
         found = sorted(map(str, ckpt))[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a BEATs checkpoint: expected a dict with 'cfg' and 'model', "
@@ -246,7 +250,11 @@ def load_beats(path: str | Path, grad_checkpoint: bool = False) -> BEATs:
         model = BEATs(cfg, grad_checkpoint=grad_checkpoint)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor whose shape does not fit the cfg
+        raise CheckpointError(f"{path} does not fit its own cfg as a BEATs model: "
+                              f"{str(e).splitlines()[-1].strip()}; use {FITTING}") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{path} does not fit its own cfg as a BEATs model: missing keys {result.missing_keys[:5]}, "

@@ -43,7 +43,9 @@ class HFEncoder(nn.Module):
         self.sample_rate = int(extractor.sampling_rate)
         self.dim = int(getattr(model.config, "hidden_size", None) or model.config.d_model)
         self.spectrogram_input = kind != "wave"
-        self.lora_targets = ("query", "value") if kind == "ast" else ("q_proj", "v_proj")
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        # transformers 5 names every supported model's projections q_proj/v_proj; older ASTs say query/value.
+        self.lora_targets = ("q_proj", "v_proj") if "q_proj" in names else ("query", "value")
         if kind == "ast":
             self.n_mels, self.max_frames = int(extractor.num_mel_bins), int(extractor.max_length)
             self.normalize = bool(extractor.do_normalize)
