@@ -48,14 +48,14 @@ def timed(fn, steps: int, sync) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def bench(ckpt: Path, device: str, bf16: bool, args) -> list[tuple]:
+def bench(ckpt: Path, device: str, bf16: bool, args):
+    """Yields (stage, seconds per batch) as each row is measured, so memory can be read after each."""
     from asd.models.pretrained import BEATsEmbedder
 
     n = int(args.seconds * 16000)
     wave = (0.3 * torch.randn(args.batch, n)).clamp(-1, 1).to(device)
     amp = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    rows = []
 
     frozen = BEATsEmbedder(n, checkpoint=str(ckpt), embed_dim=0, pooling="mean", freeze=True).to(device).eval()
 
@@ -63,7 +63,7 @@ def bench(ckpt: Path, device: str, bf16: bool, args) -> list[tuple]:
         with torch.no_grad(), amp:
             frozen(wave)
 
-    rows.append(("frozen extraction", timed(extract, args.steps, sync)))
+    yield "frozen extraction", timed(extract, args.steps, sync)
     del frozen
 
     model = BEATsEmbedder(n, checkpoint=str(ckpt), grad_checkpoint=args.grad_checkpoint).to(device).train()
@@ -76,8 +76,7 @@ def bench(ckpt: Path, device: str, bf16: bool, args) -> list[tuple]:
         loss.backward()
         opt.step()
 
-    rows.append(("LoRA train step", timed(step, args.steps, sync)))
-    return rows
+    yield "LoRA train step", timed(step, args.steps, sync)
 
 
 def main() -> None:
