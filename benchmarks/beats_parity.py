@@ -123,6 +123,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # the official code's nn.utils.weight_norm
     from BEATs import BEATs, BEATsConfig  # noqa: E402  (the official module)
 
+    torch.manual_seed(args.seed)  # the official modules' initialisation
     gen = torch.Generator().manual_seed(args.seed)
     print(f"{'layout':46s} {'input':12s} {'frames':16s} {'max |ours - official|':>22s} {'max |official|':>15s}"
           f" {'official bf16 vs fp32':>22s}")

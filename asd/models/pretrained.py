@@ -145,7 +145,7 @@ class BEATsEmbedder(PretrainedEmbedder):
         freeze: keep the encoder fixed (no LoRA), run it without gradients.
         pooling: ``asp`` (attentive statistics, 2 x 768) or ``mean`` (768).
         specaug_prob: per-clip probability of one time and one frequency mask (width < 80) in training.
-        grad_checkpoint: recompute each transformer layer in backward (less memory, ~30 % more time).
+        grad_checkpoint: recompute each transformer layer in backward (less memory, one more forward).
     """
 
     def __init__(self, n_samples: int, sample_rate: int = 16000, *, checkpoint: str, embed_dim: int = 256,
