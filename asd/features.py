@@ -106,3 +106,65 @@ def frame_vectors(logmel: torch.Tensor, frames: int) -> torch.Tensor:
         raise ValueError(f"clip has {t} frames, fewer than the {frames} context frames needed")
     win = logmel.unfold(2, frames, 1)  # (b, m, T', frames)
     return win.permute(0, 2, 3, 1).reshape(b, t - frames + 1, frames * m)
+
+
+_KALDI_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _kaldi_window_and_mel(window: str, win: int, n_fft: int, n_mels: int, sample_rate: int, device):
+    """Kaldi's analysis window ``(win,)`` and mel matrix ``(n_fft // 2 + 1, n_mels)``, float32, cached.
+
+    The mel matrix follows Kaldi: triangles that are linear in mel (1127·ln(1 + f/700)), corners
+    equally spaced in mel between 20 Hz and Nyquist, evaluated at the FFT bin frequencies
+    ``k · sr / n_fft`` for ``k < n_fft / 2``; the Nyquist bin gets weight 0. Computed in float32
+    like the reference, so the filter values agree to the last bit.
+    """
+    key = (window, win, n_fft, n_mels, sample_rate, str(device))
+    if key not in _KALDI_CACHE:
+        if window == "povey":  # Hann that reaches zero at both ends, raised to 0.85
+            w = torch.hann_window(win, periodic=False, dtype=torch.float32).pow(0.85)
+        elif window == "hanning":
+            w = torch.hann_window(win, periodic=False, dtype=torch.float32)
+        else:
+            raise ValueError(f"unknown Kaldi window {window!r} (povey | hanning)")
+        mel_lo, mel_hi = (1127.0 * math.log(1.0 + f / 700.0) for f in (20.0, sample_rate / 2))
+        delta = (mel_hi - mel_lo) / (n_mels + 1)
+        idx = torch.arange(n_mels).unsqueeze(1)
+        left, centre, right = (mel_lo + (idx + k) * delta for k in (0.0, 1.0, 2.0))
+        mel = 1127.0 * (1.0 + (sample_rate / n_fft) * torch.arange(n_fft // 2) / 700.0).log()
+        tri = torch.clamp(torch.minimum((mel - left) / (centre - left), (right - mel) / (right - centre)), min=0.0)
+        tri = torch.nn.functional.pad(tri, (0, 1))  # the Nyquist bin: weight 0
+        _KALDI_CACHE[key] = (w.to(device), tri.t().contiguous().to(device))
+    return _KALDI_CACHE[key]
+
+
+def kaldi_fbank(
+    wave: torch.Tensor, sample_rate: int = 16000, n_mels: int = 128, frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0, window: str = "povey", scale: float = 2.0**15,
+) -> torch.Tensor:
+    """Kaldi log-mel filterbank (``compute-fbank-feats`` defaults), batched: ``(B, samples)`` -> ``(B, frames, n_mels)``.
+
+    Equal to ``torchaudio.compliance.kaldi.fbank(w * scale, num_mel_bins=n_mels, ...)`` applied to each
+    clip: frames of ``frame_length_ms`` every ``frame_shift_ms`` that fit entirely in the clip
+    (``1 + (samples - win) // hop`` of them, snip_edges), per frame DC removal, then pre-emphasis 0.97
+    (the first sample against itself), then the window (``povey``; AST uses ``hanning``), zero
+    padding to the next power of two, power spectrum, Kaldi mel filters, natural log floored at
+    float32 epsilon. No dither, no energy column. ``scale`` = 2**15 is BEATs' int16 scaling of a
+    [-1, 1] waveform (AST's extractor uses 1.0). Always computed in float32 (autocast off), on the
+    input's device.
+    """
+    if wave.dim() != 2:
+        raise ValueError(f"kaldi_fbank expects (batch, samples), got shape {tuple(wave.shape)}")
+    win = int(sample_rate * frame_length_ms * 0.001)
+    hop = int(sample_rate * frame_shift_ms * 0.001)
+    if wave.shape[1] < win:
+        raise ValueError(f"clip of {wave.shape[1]} samples is shorter than one {frame_length_ms} ms frame ({win} samples)")
+    n_fft = 1 << (win - 1).bit_length()
+    w, mel = _kaldi_window_and_mel(window, win, n_fft, n_mels, sample_rate, wave.device)
+    with torch.autocast(wave.device.type, enabled=False):
+        frames = (wave.float() * scale).unfold(1, win, hop)  # (B, T, win), a view
+        frames = frames - frames.mean(dim=2, keepdim=True)
+        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=2)
+        frames = (frames - 0.97 * previous) * w
+        power = torch.fft.rfft(frames, n=n_fft).abs().pow(2.0)  # rfft zero-pads to n_fft
+        return torch.clamp(power @ mel, min=torch.finfo(torch.float32).eps).log()
