@@ -55,7 +55,7 @@ def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None =
     """Train ``cfg`` (or continue the run ``resume_run``) and return the train run id."""
     import mlflow
 
-    from asd.training import family_name
+    from asd.training import trains
 
     tracking.setup()
     if resume_run:
@@ -64,7 +64,7 @@ def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None =
     index = _index(cfg, data_dir)
     tags = {"asd.recipe": cfg.recipe, "asd.dataset": cfg.data.dataset, "asd.seed": str(cfg.train.seed)}
     # A training-free recipe's run records its config only: no torch to import, no system metrics.
-    learns = family_name(cfg.model.name) != "raw"
+    learns = trains(cfg)
     note = (f"Recipe {cfg.recipe} on {cfg.data.dataset}: per-epoch train/loss, checkpoints/last.pt, config.yaml"
             if learns else f"Recipe {cfg.recipe} (training-free) on {cfg.data.dataset}: config.yaml only")
     with tracking.stage_run(f"train-{cfg.recipe}", "train", tags, run_id=resume_run, system_metrics=learns,
@@ -99,7 +99,7 @@ def _train(run, cfg: Config, index: pd.DataFrame, resume_run: str | None) -> Non
 def load_detector(run_id: str | None, checkpoint: str | None):
     """The (unfitted) detector of a train run or a checkpoint file, and the train run id."""
     from asd.detector import Detector
-    from asd.training import family_name
+    from asd.training import trains
     from asd.training.runtime import load_checkpoint
 
     if checkpoint:
@@ -109,7 +109,7 @@ def load_detector(run_id: str | None, checkpoint: str | None):
         raise AsdError("give --run-id of a train run or --checkpoint PATH")
     tracking.get_run(run_id, stage="train")
     cfg = from_yaml(tracking.load_text(run_id, "config.yaml"))
-    if family_name(cfg.model.name) == "raw":
+    if not trains(cfg):
         return Detector(cfg), run_id
     return Detector(cfg, load_checkpoint(tracking.download(run_id, "checkpoints/last.pt"))), run_id
 

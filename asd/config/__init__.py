@@ -50,6 +50,14 @@ class ModelConfig:
     embed_dim: int = 256
     stft_sizes: list[int] = field(default_factory=lambda: [1024])
     use_fft: bool = True
+    # pretrained encoders (model.name beats | hf; asd/models/pretrained.py)
+    checkpoint: str = ""  # the base checkpoint: a file or folder, or a bare name in $ASD_PRETRAINED_DIR
+    lora_rank: int = 64  # LoRA on the attention q/v projections; 0 with freeze=false tunes the whole encoder
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.0
+    freeze: bool = False  # keep the encoder fixed (no LoRA)
+    pooling: str = "asp"  # asp (attentive statistics) | mean
+    grad_checkpoint: bool = False  # recompute encoder layers in backward: less memory
 
 
 @dataclass

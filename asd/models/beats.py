@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from asd import errors
 from asd.models.beats_layers import EncoderLayer, RelativePositionBias, grad_multiply
 
 FBANK_MEAN, FBANK_STD = 15.41663, 6.55582  # the reference's AudioSet fbank statistics
@@ -31,7 +32,7 @@ FITTING = ("BEATs_iter3.pt, BEATs_iter3_plus_AS2M.pt or a fine-tuned AS2M checkp
            "github.com/microsoft/unilm, the README of its 'beats' folder)")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.CheckpointError, ValueError):
     """A file that is not a usable BEATs checkpoint."""
 
 

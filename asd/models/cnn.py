@@ -18,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from asd.config import ConfigError
 from asd.models import register
 
 F_CUT_HZ = 200.0  # STFT bins below this are dropped (hum and rumble carry little machine identity)
@@ -173,11 +174,11 @@ class MultiResNet(nn.Module):
                  embed_dim: int = 128):
         super().__init__()
         if n_samples < 1024:
-            raise ValueError(f"clips of {n_samples} samples are too short for the CNN; use data.clip_seconds >= 0.1")
+            raise ConfigError(f"clips of {n_samples} samples are too short for the CNN; use data.clip_seconds >= 0.1")
         branches: list[nn.Module] = [FFTBranch(n_samples, embed_dim)] if use_fft else []
         branches += [STFTBranch(int(n), int(n) // 2, sample_rate, embed_dim) for n in stft_sizes]
         if not branches:
-            raise ValueError("multiresnet needs at least one branch: set model.use_fft=true or model.stft_sizes")
+            raise ConfigError("multiresnet needs at least one branch: set model.use_fft=true or model.stft_sizes")
         self.branches = nn.ModuleList(branches)
         self.branch_dim = embed_dim
         self.dim = embed_dim * len(branches)

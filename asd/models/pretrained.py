@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asd.config import ConfigError
 from asd.models import register
 from asd.models.beats import FITTING, CheckpointError
 from asd.models.lora import apply_lora
@@ -76,7 +77,7 @@ class PretrainedEmbedder(nn.Module):
     def _build(self, encoder: nn.Module, enc_dim: int, lora_targets, *, embed_dim: int, lora_rank: int,
                lora_alpha: float, lora_dropout: float, freeze: bool, pooling: str, specaug_prob: float):
         if pooling not in ("asp", "mean"):
-            raise ValueError(f"pooling must be 'asp' or 'mean', got {pooling!r}")
+            raise ConfigError(f"pooling must be 'asp' or 'mean', got {pooling!r}")
         self.encoder, self.freeze, self.specaug_prob = encoder, freeze, specaug_prob
         if freeze or lora_rank > 0:
             encoder.requires_grad_(False)
@@ -155,9 +156,9 @@ class BEATsEmbedder(PretrainedEmbedder):
         from asd.models.beats import load_beats
 
         if sample_rate != 16000:
-            raise ValueError(f"BEATs takes 16 kHz audio; data.sample_rate is {sample_rate}")
+            raise ConfigError(f"BEATs takes 16 kHz audio; data.sample_rate is {sample_rate}")
         if n_samples < 2800:
-            raise ValueError(f"BEATs needs clips of at least 2800 samples (16 fbank frames), got {n_samples}")
+            raise ConfigError(f"BEATs needs clips of at least 2800 samples (16 fbank frames), got {n_samples}")
         encoder = load_beats(resolve_checkpoint(checkpoint), grad_checkpoint=grad_checkpoint)
         self._build(encoder, encoder.dim, ("q_proj", "v_proj"), embed_dim=embed_dim, lora_rank=lora_rank,
                     lora_alpha=lora_alpha, lora_dropout=lora_dropout, freeze=freeze, pooling=pooling,
@@ -187,9 +188,9 @@ class HFEmbedder(PretrainedEmbedder):
 
         encoder = load_hf(resolve_checkpoint(checkpoint, folders_ok=True), grad_checkpoint=grad_checkpoint)
         if sample_rate != encoder.sample_rate:
-            raise ValueError(f"{checkpoint} takes {encoder.sample_rate} Hz audio; data.sample_rate is {sample_rate}")
+            raise ConfigError(f"{checkpoint} takes {encoder.sample_rate} Hz audio; data.sample_rate is {sample_rate}")
         if specaug_prob > 0 and not encoder.spectrogram_input:
-            raise ValueError(f"{checkpoint} ({encoder.kind}) takes raw waveforms, so SpecAug has no spectrogram to "
+            raise ConfigError(f"{checkpoint} ({encoder.kind}) takes raw waveforms, so SpecAug has no spectrogram to "
                              "mask; set specaug_prob=0 (its config's mask_time_prob masks features instead)")
         self._build(encoder, encoder.dim, encoder.lora_targets, embed_dim=embed_dim, lora_rank=lora_rank,
                     lora_alpha=lora_alpha, lora_dropout=lora_dropout, freeze=freeze, pooling=pooling,

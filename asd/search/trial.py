@@ -78,7 +78,7 @@ class TrialRunner:
         import optuna
 
         from asd.data.index import index_path
-        from asd.training import family_name
+        from asd.training import trains
 
         index = self.index(cfg)
         key = store.frontend_key(cfg, index_path(self.s.data_dir, cfg.data.dataset))
@@ -86,7 +86,7 @@ class TrialRunner:
         c = tracking.client()
         c.set_tag(rid, "asd.frontend_key", key)
         c.set_tag(rid, "asd.cache", "off" if not self.s.cache else ("hit" if emb is not None else "miss"))
-        reported = emb is None and family_name(cfg.model.name) != "raw"
+        reported = emb is None and trains(cfg)
         if reported:
             emb = self._train(trial, cfg, index, rid, key)  # reports per epoch; may raise TrialPruned
         elif emb is None:

@@ -9,10 +9,12 @@ clips:
   ``embed_waves(waves, machine)`` turns ``(n, samples)`` float32 clips into arrays
   (``embedding``, and for the autoencoder ``recon`` and ``residual``);
 - ``UNUSED``: the ``train.*`` settings the family has no use for, with why (set one and the config
-  is refused instead of being silently ignored).
+  is refused instead of being silently ignored);
+- optionally ``trains(cfg) -> bool`` (default: True): whether the config learns anything.
 
 Families: ``raw`` (training-free frontends such as ``raw_spec``), ``ae`` (one autoencoder per
-machine type), ``classifier`` (one shared embedding model trained on meta-information). A model
+machine type), ``classifier`` (one shared embedding model trained on meta-information),
+``pretrained`` (a pretrained audio encoder, frozen or LoRA-tuned like a classifier). A model
 class names its family (``family = "classifier"``); training-free frontends are listed in
 :data:`TRAINING_FREE` so that recording their runs needs no torch.
 """
@@ -114,12 +116,15 @@ def train(cfg: Config, index: pd.DataFrame, ckpt_dir: str | Path, on_epoch: Epoc
     return family(cfg.model.name).train(cfg, rows, Path(ckpt_dir), on_epoch, resume)
 
 
+def trains(cfg: Config) -> bool:
+    """Whether ``cfg``'s frontend learns anything (and so writes checkpoints)."""
+    return getattr(family(cfg.model.name), "trains", lambda _cfg: True)(cfg)
+
+
 def load_frontend(cfg: Config, checkpoint: dict | None):
     """The frontend of ``cfg`` rebuilt from ``checkpoint`` (``None`` for training-free ones), on its device."""
     from asd.training.runtime import resolve_device
 
-    if checkpoint is None and family_name(cfg.model.name) != "raw":
-        raise ConfigError(f"model {cfg.model.name!r} needs a checkpoint to embed clips")
     return family(cfg.model.name).frontend(cfg, checkpoint, resolve_device(cfg.train.device))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asd.config import Config
+from asd.config import Config, ConfigError
 from asd.errors import CheckpointError
 from asd.training import EpochCallback, TrainResult
 from asd.training import runtime as rt
@@ -155,5 +155,7 @@ class Frontend:
                 "recon": err.pow(2).mean(dim=(1, 2)).cpu().numpy(), "residual": residual.cpu().numpy()}
 
 
-def frontend(cfg: Config, checkpoint: dict, device: torch.device) -> Frontend:
+def frontend(cfg: Config, checkpoint: dict | None, device: torch.device) -> Frontend:
+    if checkpoint is None:
+        raise ConfigError("the autoencoder needs a checkpoint to embed clips")
     return Frontend(cfg, checkpoint, device)

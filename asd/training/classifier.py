@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from asd.config import Config
+from asd.config import Config, ConfigError
 from asd.data.waves import clip_samples, wave_store
 from asd.errors import CheckpointError
 from asd.training import EpochCallback, TrainResult
@@ -36,6 +36,32 @@ def model_args(cfg: Config) -> dict:
                 embed_dim=int(cfg.model.embed_dim))
 
 
+class Hooks:
+    """How the shared-model loop builds, runs, augments and saves its model.
+
+    The pretrained family trains the same way with other hooks (asd.training.pretrained).
+    """
+
+    family = "classifier"
+    wave_specaug = True  # SpecAug on the waveform (STFT round trip); pretrained models mask their own fbank
+
+    @staticmethod
+    def model_args(cfg: Config) -> dict:
+        return model_args(cfg)
+
+    @staticmethod
+    def forward(model, wave: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return model(wave)
+
+    @staticmethod
+    def state(model) -> dict:
+        return model.state_dict()
+
+    @staticmethod
+    def load_state(model, state: dict) -> None:
+        model.load_state_dict(state)
+
+
 def build_heads(cfg: Config, dim: int, branch_dim: int, n_branches: int, n_classes: int) -> nn.ModuleDict:
     """The main loss head plus the auxiliary heads the config asks for."""
     from asd.losses import build_loss
@@ -48,6 +74,11 @@ def build_heads(cfg: Config, dim: int, branch_dim: int, n_branches: int, n_class
     if lc.featex_weight > 0:
         heads["featex"] = build_loss("scadacos", dim, 3 * n_classes, subclusters=lc.subclusters, trainable=True)
     return nn.ModuleDict(heads)
+
+
+def _branch_dim(model) -> int:
+    """The size of one branch's sub-embedding (a model without branches is one branch)."""
+    return getattr(model, "branch_dim", model.dim)
 
 
 def objective(heads: nn.ModuleDict, emb: torch.Tensor, target: torch.Tensor, cfg: Config, branch_dim: int,
@@ -67,7 +98,7 @@ def objective(heads: nn.ModuleDict, emb: torch.Tensor, target: torch.Tensor, cfg
 
 
 def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallback | None,
-          resume: dict | None) -> TrainResult:
+          resume: dict | None, hooks: type[Hooks] = Hooks) -> TrainResult:
     """Train the shared classifier on the training ``rows`` of every machine; see :func:`asd.training.train`."""
     from asd.models import build_model
     from asd.training.targets import encode, fit_classes
@@ -81,26 +112,26 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
         raise CheckpointError("training clips with a class missing from the checkpoint's label map; "
                               "resume with the same index and machines as the interrupted run")
     store = wave_store(rows, cfg, "decoding")
-    args = model_args(cfg)
+    args = hooks.model_args(cfg)
     model = build_model(cfg.model.name, **args).to(device)
-    heads = build_heads(cfg, model.dim, model.branch_dim, len(model.branches), len(classes)).to(device)
+    heads = build_heads(cfg, model.dim, _branch_dim(model), model.dim // _branch_dim(model), len(classes)).to(device)
     params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
     step = rt.Stepper(rt.make_optimizer(params, cfg.train), rt.grad_scaler(device, cfg.train), params,
                       cfg.train.grad_clip)
     start = 0
     if resume:
-        model.load_state_dict(resume["state"]["model"])
+        hooks.load_state(model, resume["state"]["model"])
         heads.load_state_dict(resume["state"]["heads"])
         step.load_state_dict(resume["optim"], resume.get("scaler"))
         start = int(resume["epoch"])
     history = []
     for epoch in range(start, cfg.train.epochs):
-        stats = _epoch(cfg, epoch, model, heads, step, store, y, len(classes), args["n_samples"], device)
+        stats = _epoch(cfg, epoch, hooks, model, heads, step, store, y, len(classes), args["n_samples"], device)
         history.append(stats)
         # checkpoint: model, heads, optimiser and label map, so resume and evaluation need nothing else
-        rt.save_checkpoint(rt.checkpoint("classifier", cfg, epoch + 1, model_name=cfg.model.name, model_args=args,
+        rt.save_checkpoint(rt.checkpoint(hooks.family, cfg, epoch + 1, model_name=cfg.model.name, model_args=args,
                                          classes=list(classes), label=cfg.data.label,
-                                         state={"model": model.state_dict(), "heads": heads.state_dict()},
+                                         state={"model": hooks.state(model), "heads": heads.state_dict()},
                                          **step.state_dict()),
                            ckpt_dir / "last.pt")
         if on_epoch:
@@ -108,13 +139,14 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     return TrainResult(ckpt_dir / "last.pt", cfg.train.epochs, history)
 
 
-def _epoch(cfg: Config, epoch: int, model, heads, step: rt.Stepper, store, y: torch.Tensor, n_cls: int, n: int,
-           device: torch.device) -> dict[str, float]:
+def _epoch(cfg: Config, epoch: int, hooks: type[Hooks], model, heads, step: rt.Stepper, store, y: torch.Tensor,
+           n_cls: int, n: int, device: torch.device) -> dict[str, float]:
     """One epoch over every training clip; returns its metrics."""
     from asd.training.augment import mixup, specaug
 
     # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
     gen, rng = rt.epoch_generators(cfg.train.seed, epoch)
+    torch.manual_seed(cfg.train.seed * 100003 + epoch)  # for ops that draw from torch's global RNG (layer drop)
     order = torch.randperm(len(y), generator=gen).numpy()
     model.train()
     heads.train()
@@ -125,11 +157,12 @@ def _epoch(cfg: Config, epoch: int, model, heads, step: rt.Stepper, store, y: to
         wave = rt.to_device(wave_np, device)
         target = nn.functional.one_hot(y[idx], n_cls).float().to(device)
         wave, target = mixup(wave, target, cfg.augment.mixup_prob, gen)  # augment
-        wave = specaug(wave, cfg.augment.specaug_prob, gen)
+        if hooks.wave_specaug:
+            wave = specaug(wave, cfg.augment.specaug_prob, gen)
         with rt.autocast(device, cfg.train):  # forward (spectra stay float32 inside the model)
-            emb = model(wave)
+            emb = hooks.forward(model, wave, gen)
         emb = emb.float()
-        loss = objective(heads, emb, target, cfg, model.branch_dim, gen)  # loss in float32
+        loss = objective(heads, emb, target, cfg, _branch_dim(model), gen)  # loss in float32
         step(loss)  # backward, clip, step
         with torch.no_grad():
             acc = (heads["main"].logits(emb).argmax(1) == target.argmax(1)).float().mean()
@@ -154,12 +187,15 @@ class Frontend:
     batch = 64
     per_machine = False
 
-    def __init__(self, cfg: Config, checkpoint: dict, device: torch.device):
+    def __init__(self, cfg: Config, checkpoint: dict | None, device: torch.device, hooks: type[Hooks] = Hooks):
         from asd.models import build_model
 
         self.cfg, self.device = cfg, device
-        self.model = build_model(checkpoint["model_name"], **checkpoint["model_args"]).to(device)
-        self.model.load_state_dict(checkpoint["state"]["model"])
+        if checkpoint is None:  # a frozen pretrained encoder: nothing was trained
+            self.model = build_model(cfg.model.name, **hooks.model_args(cfg)).to(device)
+        else:
+            self.model = build_model(checkpoint["model_name"], **checkpoint["model_args"]).to(device)
+            hooks.load_state(self.model, checkpoint["state"]["model"])
         self.model.eval()
         self.dim = self.model.dim
 
@@ -168,5 +204,7 @@ class Frontend:
             return {"embedding": self.model(rt.to_device(waves, self.device)).float().cpu().numpy()}
 
 
-def frontend(cfg: Config, checkpoint: dict, device: torch.device) -> Frontend:
+def frontend(cfg: Config, checkpoint: dict | None, device: torch.device) -> Frontend:
+    if checkpoint is None:
+        raise ConfigError(f"model {cfg.model.name!r} needs a checkpoint to embed clips")
     return Frontend(cfg, checkpoint, device)

@@ -83,12 +83,23 @@ def test_loss_contract(name):
     assert (head.logits(x).argmax(1) == target.argmax(1)).all()
 
 
-def _model_and_input(name):
+@pytest.fixture(scope="module")
+def base_checkpoints(tmp_path_factory):
+    """Tiny random base encoders in their official formats, for the models that need one."""
+    from beats_fixtures import TINY, write_checkpoint
+    from hf_fixtures import write_folder
+
+    tmp = tmp_path_factory.mktemp("bases")
+    return {"beats": str(write_checkpoint(tmp / "beats.pt", TINY)), "hf": str(write_folder("wavlm", tmp / "hf"))}
+
+
+def _model_and_input(name, base_checkpoints):
     """A small instance of model ``name`` built from its family's ``model_args`` and a fitting input."""
     from asd.config.overrides import apply_overrides
     from asd.training import family
 
-    cfg = apply_overrides(Config(), {"model.name": name, "data.clip_seconds": 1.0})
+    cfg = apply_overrides(Config(), {"model.name": name, "data.clip_seconds": 1.0,
+                                     "model.checkpoint": base_checkpoints.get(name, "")})
     args = family(name).model_args(cfg)
     model = build_model(name, **args)
     torch.manual_seed(0)
@@ -98,20 +109,24 @@ def _model_and_input(name):
 
 
 @pytest.mark.parametrize("name", MODELS.available())
-def test_model_contract(name):
+def test_model_contract(name, base_checkpoints):
     from asd.training import family_name
 
     fam = family_name(name)
-    model, x = _model_and_input(name)
+    model, x = _model_and_input(name, base_checkpoints)
     model.train()
-    out = model(x)
-    y = out[0] if isinstance(out, tuple) else out  # the autoencoder returns (reconstruction, bottleneck)
-    if fam == "ae":
-        assert y.shape == x.shape
-    else:
-        assert y.shape == (len(x), model.dim)
-    (y.float() ** 2).mean().backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.SGD([p for _, p in trainable], lr=1e-3)
+    for _ in range(2):  # after one step: LoRA's A only gets a gradient once B has left zero
+        opt.zero_grad()
+        out = model(x)
+        y = out[0] if isinstance(out, tuple) else out  # the autoencoder returns (reconstruction, bottleneck)
+        if fam == "ae":
+            assert y.shape == x.shape
+        else:
+            assert y.shape == (len(x), model.dim)
+        (y.float() ** 2).mean().backward()
+        opt.step()
     missing = [n for n, p in trainable if p.grad is None]
     assert not missing, f"no gradient reaches {missing[:3]}"  # every parameter is on the graph
     zero = [n for n, p in trainable if p.grad.abs().sum() == 0]  # a dead ReLU unit may give exact zeros
@@ -121,7 +136,7 @@ def test_model_contract(name):
         a, b = model(x), model(x)
     a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
     assert torch.equal(a, b)  # deterministic in eval mode
-    clone, _ = _model_and_input(name)
+    clone, _ = _model_and_input(name, base_checkpoints)
     clone.load_state_dict(model.state_dict())
     clone.eval()
     with torch.no_grad():
