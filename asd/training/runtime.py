@@ -39,19 +39,33 @@ def set_threads(train: TrainConfig) -> None:
         torch.set_num_threads(train.num_threads)
 
 
-def autocast(device: torch.device, train: TrainConfig):
-    """CUDA: bfloat16 (else float16) autocast when ``train.amp``; CPU: bfloat16 when ``train.cpu_bf16``."""
+def amp_dtype(device: torch.device, train: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype of ``train`` on ``device``, or None for float32.
+
+    CUDA: ``train.amp`` with ``train.amp_dtype`` (``auto`` = bfloat16 where the GPU has it, else
+    float16); CPU: bfloat16 when ``train.cpu_bf16``.
+    """
     if device.type == "cuda" and train.amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        choices = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if train.amp_dtype == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if train.amp_dtype not in choices:
+            raise AsdError(f"train.amp_dtype={train.amp_dtype!r}: choose auto, bf16 or fp16")
+        return choices[train.amp_dtype]
     if device.type == "cpu" and train.cpu_bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, train: TrainConfig):
+    """Mixed precision as :func:`amp_dtype` says; a no-op context for float32."""
+    dtype = amp_dtype(device, train)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def grad_scaler(device: torch.device, train: TrainConfig) -> torch.amp.GradScaler:
     # float16 needs loss scaling; bfloat16 and float32 do not.
-    use = device.type == "cuda" and train.amp and not torch.cuda.is_bf16_supported()
-    return torch.amp.GradScaler("cuda", enabled=use)
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype(device, train) == torch.float16)
 
 
 def seed_everything(seed: int) -> None:
