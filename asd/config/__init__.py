@@ -94,6 +94,7 @@ class TrainConfig:
     cpu_bf16: bool = False  # bfloat16 autocast on CPU (opt-in: ~1.4x faster on AVX-512 BF16 CPUs)
     grad_clip: float = 0.0
     num_threads: int = 0  # 0 = torch default
+    flush_denormal: bool = True  # CPU: treat subnormal floats as zero (x86 computes with them tens of times slower)
 
 
 @dataclass
