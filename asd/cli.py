@@ -189,13 +189,15 @@ def register(run_id, name, alias, data_dir) -> None:
 @click.option("--watch", "watch_dir", default=None, type=click.Path(file_okay=False),
               help="Then poll this folder for new WAV files and append their scores; Ctrl-C stops.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between polls of --watch.")
+@click.option("--threads", type=INT, default=1, show_default=True, help="torch CPU threads.")
 @click.argument("items", nargs=-1, type=click.Path())
-def score(model_uri, machine, section, out, watch_dir, interval, items) -> None:
+def score(model_uri, machine, section, out, watch_dir, interval, threads, items) -> None:
     """Score WAV files and folders with a registered detector: a CSV of file, machine, score, decision."""
     from asd.serving.batch import run_score
 
     _quiet_downloads()
-    summary = run_score(model_uri, machine, items, out=out, section=section, watch_dir=watch_dir, interval=interval)
+    summary = run_score(model_uri, machine, items, out=out, section=section, watch_dir=watch_dir, interval=interval,
+                        threads=threads)
     click.echo(summary, err=out is None)
 
 
