@@ -114,7 +114,8 @@ def register(model_id: str, name: str, alias: str | None, run) -> str:
     from mlflow.exceptions import MlflowException
 
     c = tracking.client()
-    tags = {k: v for k, v in run.data.tags.items() if k.startswith("asd.")}
+    keep = ("asd.recipe", "asd.backend", "asd.dataset", "asd.seed", "asd.train_run_id", "asd.search_trial")
+    tags = {k: run.data.tags[k] for k in keep if run.data.tags.get(k)} | {"asd.evaluate_run_id": run.info.run_id}
     try:
         c.get_registered_model(name)
     except MlflowException:
