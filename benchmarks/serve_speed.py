@@ -173,7 +173,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="asd-serve-bench-") as tmp:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        os.environ.update(MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+        os.environ.update(MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+                          MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
         os.environ.pop("MLFLOW_RUN_ID", None)
         uris = build(work, a.recipes.split(","), a.seconds, n_test=-(-a.clips // 4))
         files = sorted((work / "data" / "toy" / "dev_data" / "raw" / MACHINE / "test").glob("*.wav"))[: a.clips]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from asd import __version__, tracking
 from asd.detector import Detector
 from asd.serving.bundle import ServingInfo, serving_info, write_bundle
 
-log = logging.getLogger(__name__)
 MODEL_NAME = "detector"
 ENTRY = Path(__file__).with_name("entry.py")
 # Installed packages the model needs at load time, pinned to this environment's versions.

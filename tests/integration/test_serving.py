@@ -62,7 +62,8 @@ def registered(recipe: str, toy_dir: Path) -> dict:
         from asd.pipeline import run_train
 
         train_run = run_train(load_recipe(recipe, SETS, shared=True), toy_dir)
-        out = run_cli(["evaluate", "--run-id", train_run, "--data-dir", str(toy_dir), "--no-umap", "--log-model"]).output
+        out = run_cli(["evaluate", "--run-id", train_run, "--data-dir", str(toy_dir), "--no-umap",
+                       "--log-model"]).output
         eval_run = last_run_id(out)
         model_id = re.search(r"model: models:/(m-[0-9a-f]+)\n", out).group(1)  # after MLflow's progress bars
         reg = run_cli(["register", "--run-id", eval_run, "--name", f"det-{recipe}", "--alias", "champion"]).output

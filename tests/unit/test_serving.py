@@ -78,7 +78,7 @@ def test_rows_score_as_evaluation_and_each_bad_row_gets_its_error(served, tmp_pa
 
 
 def test_clips_are_tiled_and_cropped_as_in_evaluation(served, tmp_path):
-    """A 0.3-s clip is tiled and a 7-s clip cropped from sample 0 to the bundle's length, as evaluation's reader does."""
+    """A 0.3-s clip is tiled and a 7-s clip cropped from sample 0 to the bundle's length, as in evaluation."""
     from asd.data.waves import load_waves
     from asd.serving.predict import score_frame
 
@@ -106,7 +106,8 @@ def test_section_is_required_and_checked_where_a_machine_has_several(served):
     det, info, expected, _ = served
     info = replace(info, sections={**info.sections, "fan": [0, 1, 2]})
     path = expected[expected["machine"] == "fan"]["abspath"].iloc[0]
-    out = score_frame(det, info, pd.DataFrame({"machine": "fan", "path": path, "section": [None, "01", 2, 2.0, "x", 5, "section_00"]}))
+    sections = [None, "01", 2, 2.0, "x", 5, "section_00"]
+    out = score_frame(det, info, pd.DataFrame({"machine": "fan", "path": path, "section": sections}))
     err = out["error"].tolist()
     assert "machine 'fan' has sections 00, 01, 02 in this detector; add a `section` column" in err[0]
     assert err[1] is None and err[2] is None and err[3] is None and err[6] is None
