@@ -33,7 +33,9 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for r in runs:
         for backend, metrics in r["metrics"].items():
-            rows.append(dict(tool=r["tool"], recipe=r["recipe"], backend=backend, seed=r["seed"], **metrics,
+            epochs = r.get("settings", {}).get("epochs")
+            rows.append(dict(tool=r["tool"], recipe=r["recipe"], backend=backend, seed=r["seed"],
+                             epochs="recipe" if epochs is None else str(epochs), **metrics,
                              train_wall_s=r["train"]["wall_s"], train_cpu_s=r["train"]["cpu_s"],
                              train_peak_rss_mb=r["train"]["peak_rss_mb"], eval_wall_s=r["eval"]["wall_s"]))
     return pd.DataFrame(rows)
@@ -51,8 +53,8 @@ def _mean_std(g: pd.DataFrame, cols: list[str]) -> dict:
 def summary(long: pd.DataFrame) -> pd.DataFrame:
     """Per (recipe, backend, tool): official scores and costs, mean and std (ddof 1) over seeds."""
     cols = ["dev_official", "eval_official", "train_wall_s", "train_cpu_s", "train_peak_rss_mb", "eval_wall_s"]
-    rows = [dict(recipe=k[0], backend=k[1], tool=k[2], **_mean_std(g, cols))
-            for k, g in long.groupby(["recipe", "backend", "tool"], sort=True)]
+    rows = [dict(recipe=k[0], backend=k[1], tool=k[2], epochs=",".join(sorted(g["epochs"].unique())),
+                 **_mean_std(g, cols)) for k, g in long.groupby(["recipe", "backend", "tool"], sort=True)]
     out = pd.DataFrame(rows)
     order = {t: i for i, t in enumerate(TOOLS)}  # asd first, then ASDKit, in each (recipe, backend)
     return out.sort_values(["recipe", "backend", "tool"], key=lambda c: c.map(order) if c.name == "tool" else c,
@@ -87,11 +89,11 @@ def _num(mean: float, std: float, digits: int = 0) -> str:
 
 
 def summary_markdown(s: pd.DataFrame) -> str:
-    head = ("| recipe | backend | tool | seeds | dev official (%) | eval official (%) | train wall (s) "
-            "| train CPU (s) | train peak RSS (MB) | eval wall (s) |\n|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| recipe | backend | tool | epochs | seeds | dev official (%) | eval official (%) | train wall (s) "
+            "| train CPU (s) | train peak RSS (MB) | eval wall (s) |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in s.to_dict("records"):
-        lines.append(f"| {r['recipe']} | {r['backend']} | {r['tool']} | {r['seeds']} "
+        lines.append(f"| {r['recipe']} | {r['backend']} | {r['tool']} | {r['epochs']} | {r['seeds']} "
                      f"| {_pct(r['dev_official_mean'], r['dev_official_std'])} "
                      f"| {_pct(r['eval_official_mean'], r['eval_official_std'])} "
                      f"| {_num(r['train_wall_s_mean'], r['train_wall_s_std'])} "
