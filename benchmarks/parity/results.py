@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 # The metric code `asd evaluate` uses, imported read-only: both tools' scores go through it.
-from asd.evaluate import compute_metrics
+from asd.evaluation.scoring import compute_metrics
 
 DATASET = "toy"  # the rule of the toy set: DCASE 2023's hmean of smix_auc, tmix_auc, mix_pauc
 MACHINE_METRICS = ("smix_auc", "tmix_auc", "mix_pauc", "official")
