@@ -95,6 +95,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     num_threads: int = 0  # 0 = torch default
     flush_denormal: bool = True  # CPU: treat subnormal floats as zero (x86 computes with them tens of times slower)
+    channels_last: bool = True  # 2-D convolutions in NHWC memory layout (faster oneDNN/cuDNN kernels)
+    compile: bool = False  # torch.compile the model's forward (pays for long runs; see benchmarks/train_speed.py)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from asd.errors import CheckpointError
 from asd.training import EpochCallback, TrainResult
 from asd.training import runtime as rt
 
-UNUSED: dict[str, str] = {}  # every train.* setting applies to the autoencoder
+UNUSED = {"train.channels_last": "the autoencoder has no convolutions"}
 
 
 def vectors(cfg: Config, waves: np.ndarray, device: torch.device, chunk: int = 64) -> torch.Tensor:
@@ -60,11 +60,11 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     rt.seed_everything(cfg.train.seed)
     machines = sorted(rows["machine"].unique())
     args = model_args(cfg)
-    data, models, steppers = {}, {}, {}
+    data, models, forwards, steppers = {}, {}, {}, {}
     for m in machines:  # features of every machine once, on the device
         waves = load_waves(rows[rows["machine"] == m], cfg, desc=f"loading {m}")
         data[m] = _split(cfg, vectors(cfg, waves, device).reshape(-1, args["input_dim"]), device)
-        models[m] = build_model("ae", **args).to(device)
+        models[m], forwards[m] = rt.prepare_model(build_model("ae", **args).to(device), cfg.train)
         params = list(models[m].parameters())
         steppers[m] = rt.Stepper(rt.make_optimizer(params, cfg.train), rt.grad_scaler(device, cfg.train), params,
                                  cfg.train.grad_clip)
@@ -81,7 +81,7 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
         gen, _ = rt.epoch_generators(cfg.train.seed, epoch)  # same shuffles whether resumed or not
         stats: dict[str, float] = {}
         for m in machines:
-            stats.update(_epoch(cfg, m, models[m], steppers[m], data[m], gen, device))
+            stats.update(_epoch(cfg, m, models[m], forwards[m], steppers[m], data[m], gen, device))
         stats["train/loss"] = float(np.mean([stats[f"train/{m}/loss"] for m in machines]))
         val = [v for k, v in stats.items() if k.startswith("val/")]
         if val:
@@ -102,7 +102,7 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     return TrainResult(ckpt_dir / "last.pt", cfg.train.epochs, history)
 
 
-def _epoch(cfg: Config, machine: str, model, step: rt.Stepper, data, gen: torch.Generator,
+def _epoch(cfg: Config, machine: str, model, forward, step: rt.Stepper, data, gen: torch.Generator,
            device: torch.device) -> dict[str, float]:
     """One epoch of one machine's autoencoder: shuffled minibatches, then the validation loss."""
     tr, va = data
@@ -112,7 +112,7 @@ def _epoch(cfg: Config, machine: str, model, step: rt.Stepper, data, gen: torch.
     for idx in rt.batches(order, cfg.train.batch_size):
         x = tr[idx]
         with rt.autocast(device, cfg.train):  # forward
-            recon, _ = model(x)
+            recon, _ = forward(x)
         loss = torch.mean((recon.float() - x) ** 2)  # loss in float32
         step(loss)  # backward, clip, step
         loss_mean.add(loss, len(x))
@@ -120,7 +120,7 @@ def _epoch(cfg: Config, machine: str, model, step: rt.Stepper, data, gen: torch.
     if len(va):
         model.eval()
         with torch.no_grad(), rt.autocast(device, cfg.train):
-            stats[f"val/{machine}/loss"] = float(torch.mean((model(va)[0].float() - va) ** 2))
+            stats[f"val/{machine}/loss"] = float(torch.mean((forward(va)[0].float() - va) ** 2))
     return stats
 
 

@@ -13,7 +13,9 @@ Auxiliary objectives (the extra heads are trainable sub-cluster AdaCos, K = ``lo
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from asd.config import Config, ConfigError
-from asd.data.waves import clip_samples, wave_store
+from asd.data.waves import WaveStore, clip_samples, wave_store
 from asd.errors import CheckpointError
 from asd.training import EpochCallback, TrainResult
 from asd.training import runtime as rt
@@ -97,6 +99,22 @@ def objective(heads: nn.ModuleDict, emb: torch.Tensor, target: torch.Tensor, cfg
     return loss
 
 
+@dataclass
+class _Run:
+    """What one training run's epochs share."""
+
+    hooks: type[Hooks]
+    model: nn.Module
+    forward: Callable  # the model, or its torch.compile'd forward
+    heads: nn.ModuleDict
+    step: rt.Stepper
+    store: WaveStore
+    y: torch.Tensor  # class index per training clip
+    n_classes: int
+    n_samples: int
+    device: torch.device
+
+
 def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallback | None,
           resume: dict | None, hooks: type[Hooks] = Hooks) -> TrainResult:
     """Train the shared classifier on the training ``rows`` of every machine; see :func:`asd.training.train`."""
@@ -111,9 +129,8 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     if (y < 0).any():
         raise CheckpointError("training clips with a class missing from the checkpoint's label map; "
                               "resume with the same index and machines as the interrupted run")
-    store = wave_store(rows, cfg, "decoding")
     args = hooks.model_args(cfg)
-    model = build_model(cfg.model.name, **args).to(device)
+    model, forward = rt.prepare_model(build_model(cfg.model.name, **args).to(device), cfg.train)
     heads = build_heads(cfg, model.dim, _branch_dim(model), model.dim // _branch_dim(model), len(classes)).to(device)
     params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
     step = rt.Stepper(rt.make_optimizer(params, cfg.train), rt.grad_scaler(device, cfg.train), params,
@@ -124,9 +141,11 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
         heads.load_state_dict(resume["state"]["heads"])
         step.load_state_dict(resume["optim"], resume.get("scaler"))
         start = int(resume["epoch"])
+    run = _Run(hooks, model, forward, heads, step, wave_store(rows, cfg, "decoding"), y, len(classes),
+               args["n_samples"], device)
     history = []
     for epoch in range(start, cfg.train.epochs):
-        stats = _epoch(cfg, epoch, hooks, model, heads, step, store, y, len(classes), args["n_samples"], device)
+        stats = _epoch(cfg, epoch, run)
         history.append(stats)
         # checkpoint: model, heads, optimiser and label map, so resume and evaluation need nothing else
         rt.save_checkpoint(rt.checkpoint(hooks.family, cfg, epoch + 1, model_name=cfg.model.name, model_args=args,
@@ -139,41 +158,40 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     return TrainResult(ckpt_dir / "last.pt", cfg.train.epochs, history)
 
 
-def _epoch(cfg: Config, epoch: int, hooks: type[Hooks], model, heads, step: rt.Stepper, store, y: torch.Tensor,
-           n_cls: int, n: int, device: torch.device) -> dict[str, float]:
+def _epoch(cfg: Config, epoch: int, run: _Run) -> dict[str, float]:
     """One epoch over every training clip; returns its metrics."""
     from asd.training.augment import mixup, specaug
 
     # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
     gen, rng = rt.epoch_generators(cfg.train.seed, epoch)
     torch.manual_seed(cfg.train.seed * 100003 + epoch)  # for ops that draw from torch's global RNG (layer drop)
-    order = torch.randperm(len(y), generator=gen).numpy()
-    model.train()
-    heads.train()
-    t0, loss_mean, acc_mean = time.time(), rt.Mean(device), rt.Mean(device)
+    order = torch.randperm(len(run.y), generator=gen).numpy()
+    run.model.train()
+    run.heads.train()
+    t0, loss_mean, acc_mean = time.time(), rt.Mean(run.device), rt.Mean(run.device)
     batches = rt.batches(order, cfg.train.batch_size)
-    waves = rt.prefetch(lambda idx: store.batch(idx, n, rng), batches)  # the next batch is read meanwhile
+    waves = rt.prefetch(lambda idx: run.store.batch(idx, run.n_samples, rng), batches)  # read the next meanwhile
     for idx, wave_np in zip(batches, waves):
-        wave = rt.to_device(wave_np, device)
-        target = nn.functional.one_hot(y[idx], n_cls).float().to(device)
+        wave = rt.to_device(wave_np, run.device)
+        target = nn.functional.one_hot(run.y[idx], run.n_classes).float().to(run.device)
         wave, target = mixup(wave, target, cfg.augment.mixup_prob, gen)  # augment
-        if hooks.wave_specaug:
+        if run.hooks.wave_specaug:
             wave = specaug(wave, cfg.augment.specaug_prob, gen)
-        with rt.autocast(device, cfg.train):  # forward (spectra stay float32 inside the model)
-            emb = hooks.forward(model, wave, gen)
+        with rt.autocast(run.device, cfg.train):  # forward (spectra stay float32 inside the model)
+            emb = run.hooks.forward(run.forward, wave, gen)
         emb = emb.float()
-        loss = objective(heads, emb, target, cfg, _branch_dim(model), gen)  # loss in float32
-        step(loss)  # backward, clip, step
+        loss = objective(run.heads, emb, target, cfg, _branch_dim(run.model), gen)  # loss in float32
+        run.step(loss)  # backward, clip, step
         with torch.no_grad():
-            acc = (heads["main"].logits(emb).argmax(1) == target.argmax(1)).float().mean()
+            acc = (run.heads["main"].logits(emb).argmax(1) == target.argmax(1)).float().mean()
         loss_mean.add(loss, len(idx))
         acc_mean.add(acc, len(idx))
     seconds = time.time() - t0
     stats = {"train/loss": loss_mean.value("train/loss"), "train/accuracy": acc_mean.value(),
-             "train/lr": step.optimizer.param_groups[0]["lr"],
+             "train/lr": run.step.optimizer.param_groups[0]["lr"],
              "train/clips_per_second": loss_mean.count / max(seconds, 1e-9), "train/epoch_seconds": seconds}
-    if torch.is_tensor(getattr(heads["main"], "s", None)):
-        stats["train/scale"] = float(heads["main"].s)
+    if torch.is_tensor(getattr(run.heads["main"], "s", None)):
+        stats["train/scale"] = float(run.heads["main"].s)
     return stats
 
 
@@ -196,12 +214,12 @@ class Frontend:
         else:
             self.model = build_model(checkpoint["model_name"], **checkpoint["model_args"]).to(device)
             hooks.load_state(self.model, checkpoint["state"]["model"])
-        self.model.eval()
+        self.model, self.forward = rt.prepare_model(self.model.eval(), cfg.train)
         self.dim = self.model.dim
 
     def embed_waves(self, waves: np.ndarray, machine: str | None = None) -> dict[str, np.ndarray]:
         with torch.inference_mode(), rt.autocast(self.device, self.cfg.train):
-            return {"embedding": self.model(rt.to_device(waves, self.device)).float().cpu().numpy()}
+            return {"embedding": self.forward(rt.to_device(waves, self.device)).float().cpu().numpy()}
 
 
 def frontend(cfg: Config, checkpoint: dict | None, device: torch.device) -> Frontend:
