@@ -92,6 +92,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA only
     cpu_bf16: bool = False  # bfloat16 autocast on CPU (opt-in: ~1.4x faster on AVX-512 BF16 CPUs)
     grad_clip: float = 0.0
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many optimiser steps (0 = none)
     num_threads: int = 0  # 0 = torch default
 
 
