@@ -82,9 +82,17 @@ def pretrained_bases(tmp_path_factory) -> dict[str, Path]:
             "wavlm": write_folder("wavlm", d / "wavlm")}
 
 
-def base_sets(recipe: str, bases: dict[str, Path], hf: str = "ast") -> list[str]:
-    """``["model.checkpoint=<tiny base>"]`` for a recipe with a pretrained encoder, else ``[]``."""
+def base_sets(recipe: str, bases: dict[str, Path], hf: str | None = None) -> list[str]:
+    """``["model.checkpoint=<tiny base>"]`` for a recipe with a pretrained encoder, else ``[]``.
+
+    HF recipes get ``hf`` or by default: raw_hf WavLM (with the tiny random AST, fan's 15 training
+    scores are spread so that the Gamma threshold lies below 8 of them, which test_recipes' floor
+    refuses), the rest AST.
+    """
     from asd.config.recipes import RECIPES
 
     model = RECIPES[recipe].get("model.name")
-    return [f"model.checkpoint={bases['beats' if model == 'beats' else hf]}"] if model in ("beats", "hf") else []
+    if model not in ("beats", "hf"):
+        return []
+    key = "beats" if model == "beats" else hf or ("wavlm" if recipe == "raw_hf" else "ast")
+    return [f"model.checkpoint={bases[key]}"]
