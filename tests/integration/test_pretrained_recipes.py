@@ -230,6 +230,33 @@ def test_search_space_needs_a_base_for_pretrained_recipes(toy_dir, store, pretra
     assert 0.0 < trial.data.metrics["dev/official"] <= 1.0
 
 
+def test_every_family_logs_its_parameter_counts(toy_dir, store):
+    """raw_spec 0 and 0; the AE every machine's model (worked out by hand); the classifier its embedding
+    model (all of it trained: the checkpoint's tensors less BatchNorm statistics) and its trained head."""
+    from asd.config.recipes import load_recipe
+    from asd.pipeline import run_train
+    from asd.tracking import local_artifact_dir
+    from asd.training.runtime import load_checkpoint
+
+    sets = ["data.clip_seconds=1", f"data.machines={MACHINES}"]
+    counts = lambda rid: {k: int(v) for k, v in mlflow.get_run(rid).data.metrics.items()  # noqa: E731
+                          if k.startswith("model/")}
+    assert counts(run_train(load_recipe("raw_spec", sets), toy_dir)) == {"model/total_params": 0,
+                                                                       "model/trainable_params": 0}
+    # 640 -> 128 x 4 -> 8 -> 128 x 4 -> 640, each hidden layer Linear + BatchNorm (2 x width)
+    ae = (640 * 128 + 128 + 256) + 3 * (128 * 128 + 128 + 256) + (128 * 8 + 8 + 16) + (8 * 128 + 128 + 256) \
+        + 3 * (128 * 128 + 128 + 256) + (128 * 640 + 640)
+    assert ae == 267_928
+    rid = run_train(load_recipe("ae", [*sets, "train.epochs=1"]), toy_dir)
+    assert counts(rid) == {"model/total_params": 2 * ae, "model/trainable_params": 2 * ae}
+    rid = run_train(load_recipe("dis_spec_scac_trainable", [*sets, "train.epochs=1", "train.batch_size=8"]), toy_dir)
+    ckpt = load_checkpoint(local_artifact_dir(mlflow.get_run(rid)) / "checkpoints" / "last.pt")
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    n = sum(v.numel() for k, v in ckpt["state"]["model"].items() if not k.endswith(stats))
+    assert counts(rid) == {"model/total_params": n, "model/trainable_params": n,
+                           "model/head_params": len(ckpt["classes"]) * 16 * 256}
+
+
 @pytest.mark.slow
 def test_lora_trains_under_five_percent_of_the_released_size(tmp_path):
     """The recipe on a random checkpoint of BEATs_iter3's size (12 x 768, 90.3M parameters): LoRA r=64
