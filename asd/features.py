@@ -1,4 +1,5 @@
-"""Time-frequency features with ``torch.stft`` and our own mel filterbank (no torchaudio, DESIGN.md §6).
+"""Time-frequency features with ``torch.stft`` and our own filterbanks; no torchaudio (its recent wheels
+are CUDA-linked and fail to import next to the CPU torch).
 
 All functions take waveforms shaped ``(batch, samples)`` (float32, -1..1) and return tensors on the
 same device, so features can be computed on the GPU inside the training step.

@@ -138,7 +138,7 @@ def _attrs(pairs) -> str:
     return ";".join(f"{k}={v}" for k, v in pairs)
 
 
-# Attribute strings in the style of each machine (SPEC.md §1.3); tokens alternate key/value.
+# Attribute strings in the style of each machine (docs/data.md, file names); tokens alternate key/value.
 _ATTR = {
     "fan": ("m-n_W", [("m-n", "W")]), "bearing": ("vel_16_loc_A", [("vel", "16"), ("loc", "A")]),
     "gearbox": ("volt_1.5_wt_100", [("volt", "1.5"), ("wt", "100")]),

@@ -1,6 +1,6 @@
 """The clip index: one row per clip, written by ``prepare`` and read by every later stage.
 
-Contract (DESIGN.md §3): ``<data-dir>/<dataset>/index.csv`` with the columns of :data:`COLUMNS`.
+Contract (docs/architecture.md): ``<data-dir>/<dataset>/index.csv`` with the columns of :data:`COLUMNS`.
 ``path`` is relative to the folder holding ``index.csv`` so a data folder can be moved or mounted
 elsewhere; :func:`read_index` adds an absolute ``abspath`` column.
 """

@@ -14,7 +14,7 @@ from asd.losses import centres, cosines, register, soft_cross_entropy
 class ArcFace(nn.Module):
     """Training logits s·cos(θ_c + m·y_c): the margin ``m`` is added to the target angle only.
 
-    ASDKit adds the margin to every class angle (SPEC.md §3.4), which shifts all logits alike and
+    ASDKit adds the margin to every class angle (docs/methods.md, losses), which shifts all logits alike and
     so loses the point of a margin; here non-target classes keep s·cos θ. With soft (mixup) targets
     each class gets the margin in proportion to its target weight. θ + m is capped at π so the
     logit keeps decreasing with the angle. :meth:`logits` (inference) has no margin.

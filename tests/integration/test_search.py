@@ -176,7 +176,7 @@ params:
     cmd = [sys.executable, "-m", "asd.cli", "search", "--data-dir", str(toy_dir), "--space", space, "--storage",
            storage, "--study-name", "k", "--n-trials", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "3",
            "--no-cache"]
-    mlflow.set_experiment("asd")  # the store exists before any worker starts (DESIGN.md §6)
+    mlflow.set_experiment("asd")  # the store exists before any worker starts (concurrent first use of a fresh SQLite store races on its schema)
     env = _subprocess_env(mlflow_store)
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim = None

@@ -92,7 +92,7 @@ def test_two_workers_share_one_postgres_study(postgres_url, toy_dir, tmp_path, m
     storage, tracking = f"{postgres_url}/optuna", f"{postgres_url}/mlflow"
     monkeypatch.chdir(tmp_path)  # MLflow's local artifact root (./mlruns)
     mlflow.set_tracking_uri(tracking)
-    mlflow.set_experiment("asd")  # schema and experiment exist before the workers start (DESIGN.md §6)
+    mlflow.set_experiment("asd")  # schema and experiment exist before the workers start (concurrent first use of a fresh SQLite store races on its schema)
     (tmp_path / "space.yaml").write_text(SPACE)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONPATH": str(REPO)}
     for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):

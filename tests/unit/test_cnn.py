@@ -8,7 +8,7 @@ from asd.models.cnn import FFTBranch, STFTBranch
 
 
 def test_flatten_sizes_at_10_seconds_match_the_reference_formulas():
-    # SPEC.md §3.3, 2021/22 row: FFT 80,001 -> 6 positions; STFT F' 16 (1024), 4 (256), 63 (4096).
+    # docs/methods.md (AK layer formulas), 10-s clips: FFT 80,001 -> 6 positions; STFT F' 16 (1024), 4 (256), 63 (4096).
     m = build_model("multiresnet", n_samples=160_000, stft_sizes=[256, 1024, 4096])
     fft, s256, s1024, s4096 = m.branches
     assert fft.flat_len == 6

@@ -56,7 +56,7 @@ def test_mcclish_cases_match_sklearn():
 
 
 def test_2023_unbalanced_grinder_and_pooled_eval_score():
-    # 2023 eval grinder: source 107 normal / 27 anomaly, target 36 normal / 30 anomaly (SPEC.md §1.2).
+    # 2023 eval grinder: source 107 normal / 27 anomaly, target 36 normal / 30 anomaly (docs/data.md, official counts).
     # Scores: source normals 0, source anomalies 1, target normals 2, target anomalies 3.
     g = pd.concat([clips("eval", "grinder", 0, "source", [0] * 107, [1] * 27, decision=1.5),
                    clips("eval", "grinder", 0, "target", [2] * 36, [3] * 30, decision=1.5)])

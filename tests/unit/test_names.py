@@ -1,4 +1,4 @@
-"""File-name parsing for every DCASE Task 2 naming scheme (SPEC.md §1.3)."""
+"""File-name parsing for every DCASE Task 2 naming scheme (docs/data.md, file names)."""
 
 import pytest
 
