@@ -24,9 +24,14 @@ KINDS = {"audio-spectrogram-transformer": "ast", "wav2vec2": "wave", "hubert": "
 
 
 def folder_sha256(folder: Path) -> str:
-    """SHA-256 over every file of a model folder (relative names and contents, in sorted order)."""
+    """SHA-256 over every file of a model folder (relative names and contents, in sorted order).
+
+    Hidden files and folders are left out: ``hf download --local-dir`` keeps its download metadata
+    under ``.cache/``, which changes with every download of the same weights.
+    """
     h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = (p for p in folder.rglob("*") if p.is_file())
+    for f in sorted(p for p in files if not any(part.startswith(".") for part in p.relative_to(folder).parts)):
         h.update(str(f.relative_to(folder)).encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
