@@ -277,3 +277,20 @@ def test_lora_trains_under_five_percent_of_the_released_size(tmp_path):
     assert metrics["model/total_params"] == 90_311_792 + lora + pool + head
     assert metrics["model/trainable_params"] / metrics["model/total_params"] < 0.05
     assert params["model.base_sha256"] == _sha256(path)
+
+
+def test_embedding_store_key_follows_the_base_file(toy_dir, pretrained_bases, tmp_path):
+    """Search trials share embeddings by config; a base rewritten under the same name must not hit."""
+    import os
+
+    from asd.config.recipes import load_recipe
+    from asd.data.index import index_path
+    from asd.search.embeddings import frontend_key
+
+    base = shutil.copy(pretrained_bases["beats"], tmp_path / "BEATs_mine.pt")
+    cfg = load_recipe("raw_beats", [f"model.checkpoint={base}", "data.clip_seconds=1"])
+    key = frontend_key(cfg, index_path(toy_dir, "toy"))
+    assert frontend_key(cfg, index_path(toy_dir, "toy")) == key
+    write_checkpoint(tmp_path / "BEATs_mine.pt", BASE, seed=1)
+    os.utime(base, ns=(1, 1))  # a different time even where the clock is coarse
+    assert frontend_key(cfg, index_path(toy_dir, "toy")) != key
