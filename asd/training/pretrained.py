@@ -58,8 +58,7 @@ def check(cfg: Config) -> None:
 
     name, kind = cfg.model.checkpoint, cfg.model.name
     how = (f"get {WHERE.get(kind, 'its base checkpoint')}, then give --set model.checkpoint=PATH, or put it into "
-           "a folder, set ASD_PRETRAINED_DIR to that folder and give its name as model.checkpoint"
-           + (f" (default {name})" if name else ""))
+           "a folder, set ASD_PRETRAINED_DIR to that folder and give its name as model.checkpoint")
     if not name:
         raise ConfigError(f"recipe {cfg.recipe!r} (model {kind}) needs model.checkpoint, which is not set; {how}")
     root = os.environ.get("ASD_PRETRAINED_DIR")
