@@ -6,6 +6,7 @@ the parameter share of LoRA on the released 90M-parameter BEATs size."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 
 import mlflow
@@ -38,6 +39,9 @@ def store(tmp_path_factory):
         while mlflow.active_run():
             mlflow.end_run()
         yield uri
+        # The CLI's set_experiment exported this store's experiment id; the context's undo then puts
+        # back whatever was there before the module.
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def _train_args(recipe: str, base, toy_dir) -> list[str]:
@@ -281,8 +285,6 @@ def test_lora_trains_under_five_percent_of_the_released_size(tmp_path):
 
 def test_embedding_store_key_follows_the_base_file(toy_dir, pretrained_bases, tmp_path):
     """Search trials share embeddings by config; a base rewritten under the same name must not hit."""
-    import os
-
     from asd.config.recipes import load_recipe
     from asd.data.index import index_path
     from asd.search.embeddings import frontend_key
