@@ -144,14 +144,61 @@ def train(dataset, recipe, machines, sets, device, seed, seeds, resume, data_dir
               help="Backend(s), repeatable or comma-separated; one evaluate run each (default: the recipe's).")
 @SETS
 @click.option("--no-umap", is_flag=True, help="Skip the UMAP figures.")
+@click.option("--log-model", is_flag=True, help="Also log the fitted detector as an MLflow model (for `asd register`).")
 @DATA_DIR
-def evaluate(run_id, checkpoint, backends, sets, no_umap, data_dir) -> None:
+def evaluate(run_id, checkpoint, backends, sets, no_umap, log_model, data_dir) -> None:
     """Score every test clip of a trained method and log the metrics."""
     from asd.config.overrides import parse_sets
     from asd.pipeline import run_evaluate
 
     _done(run_evaluate(_data_dir(data_dir), run_id=run_id or None, checkpoint=checkpoint or None,
-                       backends=_csv(backends) or None, overrides=parse_sets(sets), umap=not no_umap))
+                       backends=_csv(backends) or None, overrides=parse_sets(sets), umap=not no_umap,
+                       log_model=log_model))
+
+
+def _registered(version: str, uri: str) -> None:
+    click.echo(f"version: {version}")
+    click.echo(f"model_uri: {uri}")
+
+
+def _quiet_downloads() -> None:
+    """No MLflow progress bars for the small artifacts these commands read (set the variable to see them)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@main.command()
+@click.option("--run-id", required=True, help="An evaluate run (the last line of `asd evaluate`).")
+@click.option("--name", required=True, help="Registered model name (created if new).")
+@click.option("--alias", default=None, help="Point this alias (e.g. champion) at the version.")
+@DATA_DIR
+def register(run_id, name, alias, data_dir) -> None:
+    """Register an evaluate run's detector (refitted from its train run if it logged none); prints model_uri last."""
+    from asd.serving.register import run_register
+
+    _quiet_downloads()
+    _registered(*run_register(run_id, name, alias or None, _data_dir(data_dir)))
+
+
+@main.command()
+@click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/NAME@champion.")
+@click.option("--machine", required=True, help="Machine type of every clip.")
+@click.option("--section", default=None, help="Section of every clip (needed where the machine has several).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="CSV file (default: standard output).")
+@click.option("--watch", "watch_dir", default=None, type=click.Path(file_okay=False),
+              help="Then poll this folder for new WAV files and append their scores; Ctrl-C stops.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between polls of --watch.")
+@click.option("--threads", type=INT, default=1, show_default=True, help="torch CPU threads.")
+@click.argument("items", nargs=-1, type=click.Path())
+def score(model_uri, machine, section, out, watch_dir, interval, threads, items) -> None:
+    """Score WAV files and folders with a registered detector: a CSV of file, machine, score, decision."""
+    from asd.serving.batch import run_score
+
+    _quiet_downloads()
+    summary = run_score(model_uri, machine, items, out=out, section=section, watch_dir=watch_dir, interval=interval,
+                        threads=threads)
+    click.echo(summary, err=out is None)
 
 
 @main.command(name="main")
@@ -230,9 +277,12 @@ def report(experiment, out, filter_string) -> None:
               help="Seconds without heartbeat before a running trial counts as dead and is retried.")
 @click.option("--no-cache", is_flag=True, help="Retrain every frontend (no shared embedding store).")
 @click.option("--best", is_flag=True, help="Print the best trial and the commands to retrain it; run nothing.")
+@click.option("--register", "register_name", default=None, metavar="NAME",
+              help="With --best: retrain the best trial (its seed), evaluate it and register its detector as NAME.")
+@click.option("--alias", default=None, help="With --register: point this alias (e.g. champion) at the version.")
 @DATA_DIR
 def search(dataset, n_trials, storage, study_name, objective, direction, sets, space, pruner, sampler, seed,
-           heartbeat, grace, no_cache, best, data_dir) -> None:
+           heartbeat, grace, no_cache, best, register_name, alias, data_dir) -> None:
     """Optuna search over losses, margins and backends; one MLflow parent run per study."""
     from asd.config.overrides import parse_sets
     from asd.search.driver import SearchSettings, best_report, run_search
@@ -241,8 +291,17 @@ def search(dataset, n_trials, storage, study_name, objective, direction, sets, s
                        study_name=study_name or None, objective=objective or None, direction=direction,
                        sets=parse_sets(sets), space=space or None, pruner=pruner, sampler=sampler, seed=seed,
                        heartbeat=heartbeat, grace=grace, cache=not no_cache)
+    if register_name and not best:
+        raise click.UsageError("--register needs --best")
     if best:
         click.echo(best_report(s))
+        if register_name:
+            from asd.serving.register import register_best
+
+            _quiet_downloads()
+            train_run, eval_run, version, uri = register_best(s, register_name, alias or None)
+            click.echo(f"retrained: train run {train_run}, evaluate run {eval_run}")
+            _registered(version, uri)
         return
     _done(run_search(s))
 

@@ -9,13 +9,13 @@ Evaluation, the search and serving all score clips through a :class:`Detector`::
 
 A fitted detector is saved as arrays and config, never as pickled objects: ``config.yaml``, the
 frontend's weights (``frontend.pt``, a plain tensor dict), one ``backends/<machine>.npz`` of fitted
-arrays and ``detector.json`` (backend name and parameters, machines, the ``asd`` version).
+arrays and ``detector.json`` (backend name and parameters, machines, the ``asd`` version). Loading
+refuses a detector saved by another ``asd`` version: its scores would not be guaranteed to match.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,6 @@ from asd.data.index import ClipIndexError
 from asd.errors import CheckpointError
 from asd.training import Embeddings
 
-log = logging.getLogger(__name__)
 FRONTEND_KEYS = ("family", "model_name", "model_args", "state", "config", "epoch", "classes", "label", "machines")
 
 
@@ -147,8 +146,10 @@ class Detector:
         if not (d / "detector.json").is_file():
             raise CheckpointError(f"{d}: not a saved detector (no detector.json)")
         meta = json.loads((d / "detector.json").read_text())
-        if meta["asd_version"] != __version__:
-            log.warning("detector in %s was saved by asd %s; this is asd %s", d, meta["asd_version"], __version__)
+        if meta.get("asd_version") != __version__:  # features and backends may score differently across versions
+            raise CheckpointError(f"{d}: detector saved by asd {meta.get('asd_version')}, this is asd {__version__}; "
+                                  f"install asd {meta.get('asd_version')} to use it, or re-fit it with this version "
+                                  "(`asd register --run-id EVAL_RUN` refits from the evaluate run)")
         cfg = from_yaml((d / "config.yaml").read_text())
         ckpt = torch.load(d / "frontend.pt", map_location="cpu", weights_only=True) \
             if (d / "frontend.pt").is_file() else None

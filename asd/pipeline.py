@@ -122,8 +122,12 @@ def load_detector(run_id: str | None, checkpoint: str | None):
 
 def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: str | None = None,
                  backends: list[str] | None = None, overrides: list[str] | None = None,
-                 umap: bool = True) -> list[str]:
-    """Evaluate a train run (or checkpoint): one embedding of every clip, then one evaluate run per backend."""
+                 umap: bool = True, log_model: bool = False) -> list[str]:
+    """Evaluate a train run (or checkpoint): one embedding of every clip, then one evaluate run per backend.
+
+    ``log_model``: each evaluate run also logs its fitted detector as the MLflow model ``detector``
+    (:func:`asd.serving.publish.log_detector`); nothing else it logs changes.
+    """
     tracking.setup()
     det, train_run = load_detector(run_id, checkpoint)
     det.cfg = apply_overrides(det.cfg, overrides)
@@ -131,11 +135,12 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
     emb = det.embed(_index(det.cfg, data_dir))
     timing = {"evaluate/extract_seconds": time.time() - t0}
     plots: list[Path] = []
-    return [_evaluate_backend(det.with_backend(name), emb, train_run, timing, plots, umap)
+    return [_evaluate_backend(det.with_backend(name), emb, train_run, timing, plots, umap, log_model)
             for name in backends or [det.cfg.backend.name]]
 
 
-def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list[Path], umap: bool) -> str:
+def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list[Path], umap: bool,
+                      log_model: bool = False) -> str:
     """One evaluate run: fit and score ``det``'s backend on ``emb``, log metrics, scores, tables and plots."""
     import mlflow
 
@@ -172,6 +177,10 @@ def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list
             print(f"{cfg.recipe} / {name}: official {result.metrics['official']:.4f}"
                   + "".join(f", {s} {result.metrics[f'{s}/official']:.4f}" for s in ("dev", "eval")
                             if f"{s}/official" in result.metrics))
+        if log_model:
+            from asd.serving.publish import log_detector
+
+            print(f"model: models:/{log_detector(det, emb.rows, run.info.run_id, train_run)}")
         return run.info.run_id
 
 

@@ -1,21 +1,27 @@
-"""Throughput of the dual-branch discriminative model's data path and training, in clips per second.
+"""Training and extraction speed against the hardware's limit: a roofline table.
 
-Prints one table row per (device, stage): WAV decoding, cached waveform batches, feature extraction
-(the model's STFT + FFT inputs), training steps (forward, backward, AdamW step with the sub-cluster
-AdaCos head of ``dis_spec_scac_trainable``) and embedding extraction, plus batch size, threads,
-clips per CPU-second (the work, whatever else shares the cores) and the peak resident memory.
-Clips are synthetic toy machine sounds written as 16-bit WAVs.
+For each model (the dual-branch CNN of ``dis_spec_scac_trainable``; optionally the 12-layer 768-d
+BEATs with LoRA of ``dis_beats_scac_trainable``) and precision (float32, bfloat16 autocast) it times
+a training step (forward, backward, AdamW with the sub-cluster AdaCos head) and an embedding pass,
+counts their floating-point operations with ``torch.utils.flop_counter`` and prints clips/s, achieved
+GFLOP/s, the nominal peak of the device for that precision and the fraction reached, and peak memory.
+On the CPU it also times the data path (WAV decoding, cached int16 batches). Clips are synthetic
+machine sounds written as 16-bit WAVs.
 
-Usage::
+The CPU peak is nominal, from the CPU's flags, its maximum clock and the threads used: AVX-512
+(two FMA units) 64 float32 FLOP per cycle and core, AMX-BF16 1,024 bfloat16 FLOP per cycle and core
+(AVX512-BF16 without AMX: 128). GPU peaks are the vendor's dense figures for known parts.
 
-    python benchmarks/train_speed.py                    # 10-s clips, batch 64, CPU (+ CUDA if present)
-    python benchmarks/train_speed.py --seconds 4 --steps 5 --threads 2
+    python benchmarks/train_speed.py                                  # CPU, 10-s clips, batch 64, CNN
+    python benchmarks/train_speed.py --seconds 4 --threads 2 --models cnn,beats --batch 8
+    python benchmarks/train_speed.py --device cuda --steps 10
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +29,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+# Dense TFLOP/s by precision, vendor datasheets (SXM parts): name fragment -> (fp32, bf16).
+GPU_PEAKS = {"H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L4": (30.3, 121.0),
+             "A10": (31.2, 125.0), "V100": (15.7, 125.0)}
+
+
+def cpu_peak_gflops(threads: int) -> dict[str, float]:
+    """Nominal float32 and bfloat16 GFLOP/s of ``threads`` cores from /proc/cpuinfo and lscpu."""
+    import re
+    import subprocess
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(re.search(r"^flags\s*:\s*(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
+    mhz = 0.0
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        m = re.search(r"CPU max MHz:\s*([\d.]+)", out)
+        mhz = float(m.group(1)) if m else 0.0
+    except OSError:
+        pass
+    if not mhz:
+        mhz = max((float(x) for x in re.findall(r"cpu MHz\s*:\s*([\d.]+)", info)), default=0.0)
+    fp32 = 64 if "avx512f" in flags else 32 if "avx2" in flags else 8
+    bf16 = 1024 if "amx_bf16" in flags else 128 if "avx512_bf16" in flags else fp32
+    ghz = mhz / 1000
+    return {"fp32": fp32 * ghz * threads, "bf16": bf16 * ghz * threads}
+
+
+def gpu_peak_gflops() -> dict[str, float]:
+    name = torch.cuda.get_device_name()
+    for key, (fp32, bf16) in GPU_PEAKS.items():
+        if key in name:
+            return {"fp32": fp32 * 1000, "bf16": bf16 * 1000}
+    return {"fp32": float("nan"), "bf16": float("nan")}
 
 
 def make_clips(folder: Path, n: int, seconds: float) -> pd.DataFrame:
@@ -39,107 +82,131 @@ def make_clips(folder: Path, n: int, seconds: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def timed(fn, repeats: int, sync) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) per call, after one warm-up call.
-
-    CPU seconds (all threads) tell the work done when other processes share the cores.
-    """
-    fn()  # warm-up (allocations, kernel selection)
+def timed(fn, repeats: int, sync) -> float:
+    """Wall seconds per call, after one warm-up call."""
+    fn()
     sync()
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
     sync()
-    return (time.perf_counter() - t0) / repeats, (time.process_time() - c0) / repeats
+    return (time.perf_counter() - t0) / repeats
 
 
-def bench_device(device: torch.device, rows: pd.DataFrame, args) -> list[dict]:
-    from asd.data.waves import WaveStore
-    from asd.data.audio import load_clips
+def flops(fn) -> float:
+    """Floating-point operations of one call (matrix products and convolutions, as torch counts them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def build(kind: str, n: int, device: torch.device, tmp: Path):
+    """(model, head) of a recipe's frontend with random weights."""
     from asd.losses import build_loss
     from asd.models import build_model
 
-    n = int(args.seconds * 16000)
-    bs = args.batch
+    if kind == "cnn":
+        model = build_model("multiresnet", n_samples=n, stft_sizes=[1024])
+    else:
+        from beats_fixtures import FULL, write_checkpoint
+
+        ckpt = write_checkpoint(tmp / "beats_12x768.pt", FULL)
+        model = build_model("beats", n_samples=n, checkpoint=str(ckpt), embed_dim=256, lora_rank=64)
+    head = build_loss("scadacos", model.dim, 32, subclusters=16, trainable=True)
+    return model.to(device), head.to(device)
+
+
+def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -> list[dict]:
+    from asd.config import TrainConfig
+    from asd.training.runtime import autocast
+
+    n, bs = int(args.seconds * 16000), args.batch
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    out = []
-
-    def row(stage, times, batch=bs):
-        wall, cpu = times
-        out.append(dict(device=device.type, stage=stage, batch=batch, threads=torch.get_num_threads(),
-                        clips_per_s=batch / wall, clips_per_cpu_s=batch / max(cpu, 1e-9)))
-
-    if device.type == "cpu":  # host-side stages, measured once
-        paths = list(rows["abspath"][:bs])
-        row("decode WAVs (soundfile)", timed(lambda: load_clips(paths, 16000, n), 1, sync))
-        with tempfile.TemporaryDirectory() as cache:
-            store = WaveStore(rows, 16000, cache_dir=cache)
-            rng = np.random.default_rng(0)
-            row("cached batch (int16 memmap)", timed(lambda: store.batch(np.arange(bs), n, rng), args.steps, sync))
-    model = build_model("multiresnet", n_samples=n, stft_sizes=[1024]).to(device)
-    head = build_loss("scadacos", model.dim, 32, subclusters=16, trainable=True).to(device)
-    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-3)
+    model, head = build(kind, n, device, tmp)
+    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     wave = (0.1 * torch.randn(bs, n)).to(device)
     target = torch.nn.functional.one_hot(torch.arange(bs) % 32, 32).float().to(device)
-    stft, fft = model.branches[1], model.branches[0]
+    rows = []
+    for prec in args.precisions.split(","):
+        train_cfg = TrainConfig(amp=prec == "bf16", amp_dtype="bf16", cpu_bf16=prec == "bf16")
 
-    def features():
-        with torch.no_grad():
-            stft.spectrogram(wave)
-            torch.fft.rfft(wave).abs()
-
-    row("features (STFT 1024 + FFT)", timed(features, args.steps, sync))
-    from asd.config import TrainConfig
-    from asd.training.runtime import autocast, grad_scaler
-
-    scaler = grad_scaler(device, TrainConfig())
-
-    # On CPU, also the opt-in bfloat16 autocast (train.cpu_bf16); on CUDA, the default train.amp.
-    variants = [("", lambda: autocast(device, TrainConfig()))]
-    if device.type == "cpu" and args.bf16:
-        variants.append((" bf16", lambda: autocast(device, TrainConfig(cpu_bf16=True))))
-    for tag, ctx in variants:
         def step():
-            with ctx():
+            with autocast(device, train_cfg):
                 emb = model(wave)
             loss = head(emb.float(), target)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            loss.backward()
+            opt.step()
 
         def embed():
-            with torch.inference_mode(), ctx():
+            with torch.inference_mode(), autocast(device, train_cfg):
                 model(wave)
 
-        model.train()
-        row(f"train step (fwd+bwd+AdamW){tag}", timed(step, args.steps, sync))
-        model.eval()
-        row(f"embedding extraction{tag}", timed(embed, args.steps, sync))
+        for stage, fn, mode in (("train step", step, model.train), ("embedding", embed, model.eval)):
+            mode()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            seconds = timed(fn, args.steps, sync)
+            work = flops(fn)
+            mem = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
+            rows.append(dict(model=kind, stage=stage, precision=prec, clips_per_s=bs / seconds,
+                             gflop_per_clip=work / bs / 1e9, gflop_s=work / seconds / 1e9,
+                             peak_gflop_s=peaks[prec], of_peak=work / seconds / 1e9 / peaks[prec],
+                             peak_mem_gib=mem))
+    return rows
+
+
+def data_path(rows: pd.DataFrame, args) -> list[dict]:
+    from asd.data.audio import load_clips
+    from asd.data.waves import WaveStore
+
+    n, bs = int(args.seconds * 16000), args.batch
+    out = [dict(model="data", stage="decode WAVs (soundfile)", precision="-",
+                clips_per_s=bs / timed(lambda: load_clips(list(rows["abspath"]), 16000, n), 1, lambda: None))]
+    with tempfile.TemporaryDirectory() as cache:
+        store = WaveStore(rows, 16000, cache_dir=cache)
+        rng = np.random.default_rng(0)
+        out.append(dict(model="data", stage="cached batch (int16 memmap)", precision="-",
+                        clips_per_s=bs / timed(lambda: store.batch(np.arange(bs), n, rng), args.steps, lambda: None)))
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3, help="timed repetitions per stage (after one warm-up)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    ap.add_argument("--bf16", action="store_true", help="also time CPU bfloat16 autocast (train.cpu_bf16)")
+    ap.add_argument("--models", default="cnn", help="cnn, beats or cnn,beats")
+    ap.add_argument("--precisions", default="fp32,bf16")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    peaks = gpu_peak_gflops() if device.type == "cuda" else cpu_peak_gflops(torch.get_num_threads())
     torch.manual_seed(0)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows = make_clips(Path(tmp), args.batch, args.seconds)
-        results = bench_device(torch.device("cpu"), rows, args)
-        if torch.cuda.is_available():
-            results += bench_device(torch.device("cuda"), rows, args)
+        if device.type == "cpu":
+            results += data_path(make_clips(Path(tmp), args.batch, args.seconds), args)
+        for kind in args.models.split(","):
+            results += bench_model(kind, device, args, Path(tmp), peaks)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{where}, {args.seconds:g}-s clips, batch {args.batch}, torch {torch.__version__}; nominal peak "
+          f"fp32 {peaks['fp32']:,.0f} GFLOP/s, bf16 {peaks['bf16']:,.0f} GFLOP/s\n")
     df = pd.DataFrame(results)
-    print(f"dual-branch MultiResNet (FFT + STFT 1024, 256-d), {args.seconds:g}-s clips, batch {args.batch}, "
-          f"torch {torch.__version__}")
-    print(df.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    cols = [c for c in ["model", "stage", "precision", "clips_per_s", "gflop_per_clip", "gflop_s", "peak_gflop_s",
+                        "of_peak", "peak_mem_gib"] if c in df]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for _, r in df[cols].iterrows():
+        cells = [f"{v:.1%}" if c == "of_peak" and pd.notna(v) else f"{v:,.2f}" if isinstance(v, float) and pd.notna(v)
+                 else "" if not isinstance(v, str) and pd.isna(v) else str(v) for c, v in r.items()]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

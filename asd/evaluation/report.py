@@ -163,7 +163,9 @@ def run_report(experiment: str | None, out_dir: str | Path, filter_string: str |
     rep = build_report(search_evaluate_runs(experiment, filter_string))  # before setup: it would create it
     table, files = write_report(rep, out_dir)
     tracking.setup(experiment)
-    with tracking.stage_run("report", "report", {"asd.experiment": experiment}) as run:
+    note = (f"Results table over {len(rep.runs)} evaluate runs of {experiment}: official scores, mean ± std "
+            "over seeds (tables/), heat maps (plots/)")
+    with tracking.stage_run("report", "report", {"asd.experiment": experiment}, note=note) as run:
         tracking.log_params_once({"report.experiment": experiment, "report.filter": filter_string or ""})
         for f in files:
             mlflow.log_artifact(str(f), "plots" if f.suffix == ".png" else "tables")

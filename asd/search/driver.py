@@ -236,10 +236,11 @@ def run_search(s: SearchSettings) -> str:
     return parent
 
 
-def best_report(s: SearchSettings) -> str:
-    """The best trial of a study and the commands that retrain it with several seeds."""
-    import shlex
+def best_trial(s: SearchSettings):
+    """``(study, best trial, space, objective, recipe, overrides)``: the overrides that made the best trial's config.
 
+    ``load_recipe(recipe, {**overrides, "data.dataset": dataset})`` is that trial's config (its seed included).
+    """
     import optuna
 
     study = optuna.load_study(study_name=s.name, storage=s.storage)
@@ -249,13 +250,21 @@ def best_report(s: SearchSettings) -> str:
     if not done:
         raise AsdError(f"study {s.name!r} has no complete trial yet ({len(study.trials)} trials)")
     best = study.best_trial
-    keys = {p.name for p in space.params}
     overrides = {**space.fixed, **dict(split_kv(x) for x in json.loads(a["asd.sets"]))}
     overrides.update({k: v for k, v in best.params.items() if "." in k})
     for p in space.params:  # inactive params with an `otherwise` value were set too
         if p.has_otherwise and p.name not in best.params and not p.is_switch:
             overrides[p.name] = p.otherwise
-    recipe = best.params.get("recipe", space.recipe)
+    return study, best, space, objective, best.params.get("recipe", space.recipe), overrides
+
+
+def best_report(s: SearchSettings) -> str:
+    """The best trial of a study and the commands that retrain it with several seeds."""
+    import shlex
+
+    study, best, space, objective, recipe, overrides = best_trial(s)
+    a = study.user_attrs
+    keys = {p.name for p in space.params}
     seed_free = {k: v for k, v in overrides.items() if k not in ("data.dataset", "train.seed")}
     sets = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in seed_free.items())
     data_dir = f" --data-dir {shlex.quote(a['asd.data_dir'])}"

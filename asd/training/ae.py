@@ -64,7 +64,7 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     from asd.models import build_model
 
     device = rt.resolve_device(cfg.train.device)
-    rt.set_threads(cfg.train)
+    rt.prepare_cpu(cfg.train)
     rt.seed_everything(cfg.train.seed)
     machines = sorted(rows["machine"].unique())
     args = model_args(cfg)

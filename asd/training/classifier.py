@@ -104,7 +104,7 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     from asd.training.targets import encode, fit_classes
 
     device = rt.resolve_device(cfg.train.device)
-    rt.set_threads(cfg.train)
+    rt.prepare_cpu(cfg.train)
     rt.seed_everything(cfg.train.seed)
     classes = resume["classes"] if resume else fit_classes(rows, cfg.data.label)
     y = torch.from_numpy(encode(rows, classes, cfg.data.label))

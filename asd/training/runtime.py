@@ -34,24 +34,46 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def set_threads(train: TrainConfig) -> None:
+def prepare_cpu(train: TrainConfig) -> None:
+    """Thread count, and whether subnormal floats are flushed to zero (``train.flush_denormal``).
+
+    x86 cores compute with subnormal floats tens of times slower; weights or optimiser state that
+    drift below 1.2e-38 would slow every later step. Flushing them to zero changes results only in
+    that range. The flag is per thread and new threads inherit it, so it is set before training
+    starts its threads.
+    """
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
+    torch.set_flush_denormal(train.flush_denormal)
+
+
+def amp_dtype(device: torch.device, train: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype of ``train`` on ``device``, or None for float32.
+
+    CUDA: ``train.amp`` with ``train.amp_dtype`` (``auto`` = bfloat16 where the GPU has it, else
+    float16); CPU: bfloat16 when ``train.cpu_bf16``.
+    """
+    if device.type == "cuda" and train.amp:
+        choices = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if train.amp_dtype == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if train.amp_dtype not in choices:
+            raise AsdError(f"train.amp_dtype={train.amp_dtype!r}: choose auto, bf16 or fp16")
+        return choices[train.amp_dtype]
+    if device.type == "cpu" and train.cpu_bf16:
+        return torch.bfloat16
+    return None
 
 
 def autocast(device: torch.device, train: TrainConfig):
-    """CUDA: bfloat16 (else float16) autocast when ``train.amp``; CPU: bfloat16 when ``train.cpu_bf16``."""
-    if device.type == "cuda" and train.amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    if device.type == "cpu" and train.cpu_bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Mixed precision as :func:`amp_dtype` says; a no-op context for float32."""
+    dtype = amp_dtype(device, train)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def grad_scaler(device: torch.device, train: TrainConfig) -> torch.amp.GradScaler:
     # float16 needs loss scaling; bfloat16 and float32 do not.
-    use = device.type == "cuda" and train.amp and not torch.cuda.is_bf16_supported()
-    return torch.amp.GradScaler("cuda", enabled=use)
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype(device, train) == torch.float16)
 
 
 def seed_everything(seed: int) -> None:

@@ -50,6 +50,7 @@ def test_main_seeds_then_report(tmp_path, mlflow_store):
 
     run = mlflow.get_run(report_id)
     assert run.data.tags["asd.stage"] == "report" and run.data.metrics["report/evaluate_runs"] == 4
+    assert run.data.tags["mlflow.note.content"].startswith("Results table over 4 evaluate runs of asd")
     arts = {a.path for sub in ("plots", "tables") for a in client.list_artifacts(report_id, sub)}
     assert {"plots/heatmap.png", "plots/heatmap_machines_toy_dev.png", "tables/official.csv",
             "tables/official.md"} <= arts
