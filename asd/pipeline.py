@@ -55,7 +55,7 @@ def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None =
     """Train ``cfg`` (or continue the run ``resume_run``) and return the train run id."""
     import mlflow
 
-    from asd.training import trains
+    from asd.training import model_summary, trains
 
     tracking.setup()
     if resume_run:
@@ -73,13 +73,16 @@ def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None =
             tracking.log_params_once(cfg.flat())
             mlflow.log_text(to_yaml(cfg), "config.yaml")
         t0 = time.time()
-        if learns:
-            _train(run, cfg, index, resume_run)
-        mlflow.log_metric("train/seconds", time.time() - t0)
+        checkpoint = _train(run, cfg, index, resume_run) if learns else None
+        seconds = time.time() - t0
+        metrics, params = model_summary(cfg, checkpoint)  # parameter counts; a pretrained base's path and hash
+        tracking.log_params_once(params)
+        mlflow.log_metrics({**metrics, "train/seconds": seconds})
         return run.info.run_id
 
 
-def _train(run, cfg: Config, index: pd.DataFrame, resume_run: str | None) -> None:
+def _train(run, cfg: Config, index: pd.DataFrame, resume_run: str | None) -> dict:
+    """Train (or resume) inside the run; returns the final checkpoint."""
     import mlflow
 
     from asd.training import train
@@ -93,7 +96,10 @@ def _train(run, cfg: Config, index: pd.DataFrame, resume_run: str | None) -> Non
             log.info("resuming %s from epoch %d", resume_run, resume["epoch"])
         result = train(cfg, index, ckpt_dir, on_epoch=lambda epoch, m: mlflow.log_metrics(m, step=epoch),
                        resume=resume)
+        # a resumed run that had every epoch done writes nothing new: its checkpoint is the one resumed
+        checkpoint = load_checkpoint(result.checkpoint) if result.checkpoint.exists() else resume
     mlflow.log_metric("train/epochs_done", result.epochs)
+    return checkpoint
 
 
 def load_detector(run_id: str | None, checkpoint: str | None):

@@ -67,3 +67,32 @@ def last_run_id(output: str) -> str:
     last = output.strip().splitlines()[-1]
     assert last.startswith("run_id: "), output
     return last.split()[1]
+
+
+@pytest.fixture(scope="session")
+def pretrained_bases(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random pretrained bases in their official formats, shared by the session (read-only):
+    ``beats`` a BEATs checkpoint file (2 layers, 48-d, BEATs_iter3's switches), ``ast`` and ``wavlm``
+    transformers folders (2 layers, 32-d)."""
+    from tests.beats_fixtures import BASE, write_checkpoint
+    from tests.hf_fixtures import write_folder
+
+    d = tmp_path_factory.mktemp("pretrained")
+    return {"beats": write_checkpoint(d / "BEATs_tiny.pt", BASE), "ast": write_folder("ast", d / "ast"),
+            "wavlm": write_folder("wavlm", d / "wavlm")}
+
+
+def base_sets(recipe: str, bases: dict[str, Path], hf: str | None = None) -> list[str]:
+    """``["model.checkpoint=<tiny base>"]`` for a recipe with a pretrained encoder, else ``[]``.
+
+    HF recipes get ``hf`` or by default: raw_hf WavLM (with the tiny random AST, fan's 15 training
+    scores are spread so that the Gamma threshold lies below 8 of them, which test_recipes' floor
+    refuses), the rest AST.
+    """
+    from asd.config.recipes import RECIPES
+
+    model = RECIPES[recipe].get("model.name")
+    if model not in ("beats", "hf"):
+        return []
+    key = "beats" if model == "beats" else hf or ("wavlm" if recipe == "raw_hf" else "ast")
+    return [f"model.checkpoint={bases[key]}"]

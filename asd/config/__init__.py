@@ -93,6 +93,7 @@ class TrainConfig:
     amp_dtype: str = "auto"  # auto (bf16 where the GPU has it, else fp16) | bf16 | fp16 (with loss scaling)
     cpu_bf16: bool = False  # bfloat16 autocast on CPU (opt-in: ~1.4x faster on AVX-512 BF16 CPUs)
     grad_clip: float = 0.0
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many optimiser steps (0 = none)
     num_threads: int = 0  # 0 = torch default
     flush_denormal: bool = True  # CPU: treat subnormal floats as zero (x86 computes with them tens of times slower)
     channels_last: bool = True  # 2-D convolutions in NHWC memory layout (faster oneDNN/cuDNN kernels)

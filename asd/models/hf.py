@@ -24,9 +24,14 @@ KINDS = {"audio-spectrogram-transformer": "ast", "wav2vec2": "wave", "hubert": "
 
 
 def folder_sha256(folder: Path) -> str:
-    """SHA-256 over every file of a model folder (relative names and contents, in sorted order)."""
+    """SHA-256 over every file of a model folder (relative names and contents, in sorted order).
+
+    Hidden files and folders are left out: ``hf download --local-dir`` keeps its download metadata
+    under ``.cache/``, which changes with every download of the same weights.
+    """
     h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = (p for p in folder.rglob("*") if p.is_file())
+    for f in sorted(p for p in files if not any(part.startswith(".") for part in p.relative_to(folder).parts)):
         h.update(str(f.relative_to(folder)).encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -106,6 +111,7 @@ def load_hf(source: str | Path, grad_checkpoint: bool = False) -> HFEncoder:
     ``checkpoint_sha256`` (over the folder's files). Raises CheckpointError naming the source.
     """
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+    from transformers.utils import logging as hf_logging
 
     folder = Path(source).expanduser()
     local = folder.is_dir()
@@ -113,6 +119,12 @@ def load_hf(source: str | Path, grad_checkpoint: bool = False) -> HFEncoder:
         raise CheckpointError(f"{folder} has no config.json: give a folder written by transformers' save_pretrained "
                               "(model and feature extractor) or a hub id")
     kw = {"local_files_only": True} if local else {}
+    # A local folder loads in a second: its "Loading weights" bar on every build (train, evaluate, each
+    # search trial) is noise, and under click's test runner it lands on the `run_id:` line. Hub
+    # downloads keep their bars.
+    quiet = local and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(str(source), **kw)
         kind = KINDS.get(config.model_type)
@@ -122,6 +134,9 @@ def load_hf(source: str | Path, grad_checkpoint: bool = False) -> HFEncoder:
         model = AutoModel.from_pretrained(str(source), **kw)
     except OSError as e:  # transformers' way of saying a file is missing or the hub is unreachable
         raise CheckpointError(f"cannot load {source}: {str(e).splitlines()[0]}") from None
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
     if kind == "whisper":
         model = model.get_encoder()
     if grad_checkpoint and getattr(model, "supports_gradient_checkpointing", False):

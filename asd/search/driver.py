@@ -29,7 +29,7 @@ from asd.config.overrides import split_kv
 from asd.config.recipes import load_recipe
 from asd.errors import AsdError
 from asd.search import runs as st
-from asd.search.space import Space, load_space, parse_space
+from asd.search.space import Space, check_recipes, load_space, parse_space
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -129,6 +129,7 @@ def open_study(s: SearchSettings):
     space = None
     if s.name not in optuna.study.get_all_study_names(storage):
         space = load_space(s.space, fixed_keys)  # a bad space must fail before the study exists
+        check_recipes(space, dict(split_kv(x) for x in s.sets), s.space or "the default search space")
     try:
         if space is None:
             raise optuna.exceptions.DuplicatedStudyError(s.name)

@@ -4,7 +4,7 @@ Trials that differ only in the backend (``backend.*``) reuse the :class:`~asd.tr
 identical frontend, so they cost a backend fit instead of a training run. The key hashes the resolved
 config without ``backend.*`` and without settings that cannot change the embeddings (the recipe's name,
 the device, the thread count), together with the clip index's size and modification time, so
-re-preparing the data invalidates every entry.
+re-preparing the data invalidates every entry (and a pretrained base's file sizes and times).
 
 The seed stays in the key: two seeds give two different frontends, and a search that fixes the seed
 (the default, 0) still shares every frontend across backends.
@@ -41,11 +41,27 @@ def store_dir(data_dir: str | Path, dataset: str) -> Path:
 
 
 def frontend_key(cfg: Config, index_file: str | Path) -> str:
-    """A 20-hex-digit key for ``cfg``'s frontend on the clip index ``index_file``."""
+    """A 20-hex-digit key for ``cfg``'s frontend on the clip index ``index_file`` (and on the files of
+    its pretrained base, if it has one: a base replaced under the same name gets new entries)."""
     flat = {k: v for k, v in cfg.flat().items() if not k.startswith("backend.") and k not in NEUTRAL}
     st = Path(index_file).stat()
-    doc = json.dumps({"config": flat, "index": [st.st_size, st.st_mtime_ns]}, sort_keys=True)
-    return hashlib.sha256(doc.encode()).hexdigest()[:20]
+    doc = {"config": flat, "index": [st.st_size, st.st_mtime_ns]}
+    if cfg.model.checkpoint:
+        doc["base"] = _base_stamp(cfg.model.checkpoint)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _base_stamp(checkpoint: str) -> list:
+    """Name, size and modification time of each file of a base checkpoint (a file or a folder)."""
+    from asd.errors import AsdError
+    from asd.models.pretrained import resolve_checkpoint
+
+    try:
+        path = Path(resolve_checkpoint(checkpoint, folders_ok=True))
+    except AsdError:  # not found: the trial's own check says so
+        return []
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return [[str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
 def load(root: Path, key: str) -> Embeddings | None:

@@ -131,6 +131,28 @@ def validate(space: Space, where: str = "search space") -> None:
                               f"available: {', '.join(sorted(avail))}")
 
 
+def check_recipes(space: Space, sets: dict[str, Any], where: str = "search space") -> None:
+    """Every recipe the space can choose loads with its fixed overrides and ``--set`` ``sets``.
+
+    So a pretrained recipe without a base checkpoint (``--set model.checkpoint=PATH``, a fixed value
+    or a ``model.checkpoint`` parameter) is refused before the study exists, not in every trial.
+
+    Raises:
+        ConfigError: naming the space, the recipe and what load_recipe found wrong.
+    """
+    from asd.config.recipes import load_recipe
+
+    recipes = [space.recipe] if space.recipe else next(p.values for p in space.params if p.name == "recipe")
+    searched = next((p.values for p in space.params if p.name == "model.checkpoint"), None)
+    variants = [{"model.checkpoint": c} for c in searched] if searched else [{}]
+    for recipe in recipes:
+        for variant in variants:
+            try:
+                load_recipe(recipe, {**space.fixed, **variant, **sets})
+            except ConfigError as e:
+                raise ConfigError(f"{where}: recipe {recipe}: {e}") from None
+
+
 def _recipes() -> set[str]:
     from asd.config.recipes import RECIPES
 

@@ -9,8 +9,12 @@ clips:
   ``embed_waves(waves, machine)`` turns ``(n, samples)`` float32 clips into arrays
   (``embedding``, and for the autoencoder ``recon`` and ``residual``);
 - ``UNUSED``: the ``train.*`` settings the family has no use for, with why (set one and the config
-  is refused instead of being silently ignored);
-- optionally ``trains(cfg) -> bool`` (default: True): whether the config learns anything.
+  is refused instead of being silently ignored), or ``unused(cfg)`` where that depends on the config;
+- optionally ``trains(cfg) -> bool`` (default: True): whether the config learns anything;
+- optionally ``check(cfg)``: refuse a config the family cannot run (raises ConfigError; e.g. no
+  pretrained checkpoint), called whenever a config is checked;
+- optionally ``summary(cfg, checkpoint) -> (metrics, params)``: the parameter counts of the trained
+  (or training-free) frontend and params that identify it (see :func:`model_summary`; default: 0, 0).
 
 Families: ``raw`` (training-free frontends such as ``raw_spec``), ``ae`` (one autoencoder per
 machine type), ``classifier`` (one shared embedding model trained on meta-information),
@@ -87,15 +91,35 @@ def unused_settings(cfg: Config, base: Config | None = None) -> dict[str, str]:
     ``base`` is the recipe before overrides: only settings that differ from it count as set.
     """
     fam = family(cfg.model.name)
+    table = fam.unused(cfg) if hasattr(fam, "unused") else getattr(fam, "UNUSED", {})
     new, old = cfg.flat(), (base or Config(recipe=cfg.recipe)).flat()
-    return {k: why for k, why in getattr(fam, "UNUSED", {}).items() if new[k] != old[k]}
+    return {k: why for k, why in table.items() if new[k] != old[k]}
 
 
 def check_config(cfg: Config, base: Config | None = None) -> None:
-    """Refuse a ``train.*`` setting that ``cfg``'s family would ignore (see :func:`unused_settings`)."""
+    """Refuse a ``train.*`` setting that ``cfg``'s family would ignore (see :func:`unused_settings`),
+    and a config the family cannot run (its ``check``)."""
     for key, why in unused_settings(cfg, base).items():
         raise ConfigError(f"{key}={cfg.flat()[key]} does not apply to recipe {cfg.recipe!r} "
                           f"(model {cfg.model.name}, {family_name(cfg.model.name)} family): {why}")
+    check = getattr(family(cfg.model.name), "check", None)
+    if check:
+        check(cfg)
+
+
+def model_summary(cfg: Config, checkpoint: dict | None) -> tuple[dict[str, float], dict[str, str]]:
+    """What a train run logs about its model: ``(metrics, params)``.
+
+    Metrics: ``model/total_params`` and ``model/trainable_params`` of the frontend (every machine's
+    model for the autoencoder; 0 and 0 for training-free spectral frontends) and, for shared models
+    trained with a loss head, ``model/head_params``: the trained parameters of the loss heads (class
+    centres), which training needs but embedding does not. Params: what identifies the model beyond
+    the config, e.g. a pretrained base's ``model.base_path`` and ``model.base_sha256``.
+    """
+    summary = getattr(family(cfg.model.name), "summary", None)
+    if summary is None:
+        return {"model/total_params": 0, "model/trainable_params": 0}, {}
+    return summary(cfg, checkpoint)
 
 
 def train(cfg: Config, index: pd.DataFrame, ckpt_dir: str | Path, on_epoch: EpochCallback | None = None,

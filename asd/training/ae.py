@@ -40,6 +40,14 @@ def model_args(cfg: Config) -> dict:
                 bottleneck=cfg.model.bottleneck, layers=cfg.model.layers)
 
 
+def summary(cfg: Config, checkpoint: dict) -> tuple[dict[str, float], dict[str, str]]:
+    """Parameters of every machine's autoencoder together (all of them trained)."""
+    from asd.models import build_model
+
+    n = sum(p.numel() for p in build_model("ae", **checkpoint["model_args"]).parameters()) * len(checkpoint["machines"])
+    return {"model/total_params": n, "model/trainable_params": n}, {}
+
+
 def _split(cfg: Config, vec: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, validation) frame vectors: a seeded random ``train.val_fraction`` is held out."""
     perm = torch.randperm(len(vec), generator=torch.Generator().manual_seed(cfg.train.seed)).to(device)
@@ -67,7 +75,7 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
         models[m], forwards[m] = rt.prepare_model(build_model("ae", **args).to(device), cfg.train)
         params = list(models[m].parameters())
         steppers[m] = rt.Stepper(rt.make_optimizer(params, cfg.train), rt.grad_scaler(device, cfg.train), params,
-                                 cfg.train.grad_clip)
+                                 cfg.train.grad_clip, cfg.train.warmup_steps)
     start = 0
     if resume:
         for m in machines:

@@ -134,7 +134,7 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     heads = build_heads(cfg, model.dim, _branch_dim(model), model.dim // _branch_dim(model), len(classes)).to(device)
     params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
     step = rt.Stepper(rt.make_optimizer(params, cfg.train), rt.grad_scaler(device, cfg.train), params,
-                      cfg.train.grad_clip)
+                      cfg.train.grad_clip, cfg.train.warmup_steps)
     start = 0
     if resume:
         hooks.load_state(model, resume["state"]["model"])
@@ -206,20 +206,42 @@ class Frontend:
     per_machine = False
 
     def __init__(self, cfg: Config, checkpoint: dict | None, device: torch.device, hooks: type[Hooks] = Hooks):
-        from asd.models import build_model
-
         self.cfg, self.device = cfg, device
-        if checkpoint is None:  # a frozen pretrained encoder: nothing was trained
-            self.model = build_model(cfg.model.name, **hooks.model_args(cfg)).to(device)
-        else:
-            self.model = build_model(checkpoint["model_name"], **checkpoint["model_args"]).to(device)
-            hooks.load_state(self.model, checkpoint["state"]["model"])
-        self.model, self.forward = rt.prepare_model(self.model.eval(), cfg.train)
+        self.model, self.forward = rt.prepare_model(build(cfg, checkpoint, device, hooks), cfg.train)
         self.dim = self.model.dim
 
     def embed_waves(self, waves: np.ndarray, machine: str | None = None) -> dict[str, np.ndarray]:
         with torch.inference_mode(), rt.autocast(self.device, self.cfg.train):
             return {"embedding": self.forward(rt.to_device(waves, self.device)).float().cpu().numpy()}
+
+
+def build(cfg: Config, checkpoint: dict | None, device: torch.device, hooks: type[Hooks] = Hooks) -> nn.Module:
+    """The embedding model of ``checkpoint`` in eval mode (``None``: ``cfg``'s untrained model, which
+    only a frozen pretrained encoder embeds with)."""
+    from asd.models import build_model
+
+    if checkpoint is None:
+        return build_model(cfg.model.name, **hooks.model_args(cfg)).to(device).eval()
+    model = build_model(checkpoint["model_name"], **checkpoint["model_args"]).to(device)
+    hooks.load_state(model, checkpoint["state"]["model"])
+    return model.eval()
+
+
+def param_counts(cfg: Config, model: nn.Module, checkpoint: dict | None) -> dict[str, float]:
+    """``model/total_params``, ``model/trainable_params`` of the embedding model and, when trained,
+    ``model/head_params``: the trained parameters of its loss heads (see asd.training.model_summary)."""
+    params = list(model.parameters())  # shared tensors once
+    counts = {"model/total_params": sum(p.numel() for p in params),
+              "model/trainable_params": sum(p.numel() for p in params if p.requires_grad)}
+    if checkpoint is not None:
+        branch = _branch_dim(model)
+        heads = build_heads(cfg, model.dim, branch, model.dim // branch, len(checkpoint["classes"]))
+        counts["model/head_params"] = sum(p.numel() for p in heads.parameters() if p.requires_grad)
+    return counts
+
+
+def summary(cfg: Config, checkpoint: dict | None) -> tuple[dict[str, float], dict[str, str]]:
+    return param_counts(cfg, build(cfg, checkpoint, torch.device("cpu")), checkpoint), {}
 
 
 def frontend(cfg: Config, checkpoint: dict | None, device: torch.device) -> Frontend:

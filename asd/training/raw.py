@@ -16,7 +16,8 @@ from asd.training import EpochCallback, TrainResult
 
 _TRAINING = "the raw frontends have nothing to train"
 UNUSED = {k: _TRAINING for k in ("train.epochs", "train.batch_size", "train.lr", "train.optimizer",
-                                  "train.weight_decay", "train.val_fraction", "train.grad_clip")}
+                                  "train.weight_decay", "train.val_fraction", "train.grad_clip",
+                                  "train.warmup_steps")}
 
 
 def trains(cfg: Config) -> bool:

@@ -121,13 +121,28 @@ def prepare_model(model: nn.Module, train: TrainConfig) -> tuple[nn.Module, Call
 
 
 class Stepper:
-    """One optimiser step: zero the gradients, backward (loss-scaled for float16), clip, step."""
+    """One optimiser step: zero the gradients, backward (loss-scaled for float16), clip, step.
+
+    With ``warmup_steps`` > 0 the learning rate of step ``t`` (0-based, counted over the whole run) is
+    ``lr * min(1, t / warmup_steps)``: a linear warm-up from 0, then constant (timm's CosineLRScheduler
+    as the BEATs recipe configures it, warmup_lr_init 0 and lr_min = lr). The count and the target
+    ``lr`` live in the optimiser's param groups, so they travel with its state dict and a resumed run
+    continues the ramp where it stopped.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list,
-                 grad_clip: float = 0.0):
+                 grad_clip: float = 0.0, warmup_steps: int = 0):
         self.optimizer, self.scaler, self.params, self.grad_clip = optimizer, scaler, params, grad_clip
+        self.warmup_steps = int(warmup_steps)
+        for group in optimizer.param_groups:
+            group.setdefault("target_lr", group["lr"])
+            group.setdefault("steps_done", 0)
 
     def __call__(self, loss: torch.Tensor) -> None:
+        for group in self.optimizer.param_groups:
+            if self.warmup_steps > 0:
+                group["lr"] = group["target_lr"] * min(1.0, group["steps_done"] / self.warmup_steps)
+            group["steps_done"] += 1
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.grad_clip > 0:
@@ -141,6 +156,9 @@ class Stepper:
 
     def load_state_dict(self, optim: dict, scaler: dict | None) -> None:
         self.optimizer.load_state_dict(optim)
+        for group in self.optimizer.param_groups:  # checkpoints from before the warm-up have no count
+            group.setdefault("target_lr", group["lr"])
+            group.setdefault("steps_done", 0)
         if scaler:  # checkpoints before the AE had a scaler carry none
             self.scaler.load_state_dict(scaler)
 

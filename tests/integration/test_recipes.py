@@ -30,14 +30,17 @@ def store(tmp_path_factory):
         yield uri
 
 
-def _trained(recipe, toy_dir):
-    """(train run id, unfitted Detector, Embeddings) of ``recipe``, trained and embedded once per session."""
+def _trained(recipe, toy_dir, bases=None):
+    """(train run id, unfitted Detector, Embeddings) of ``recipe``, trained and embedded once per session
+    (a pretrained recipe on a tiny random base from ``bases``)."""
     if recipe not in _CACHE:
         from asd.config.recipes import load_recipe
         from asd.data.index import read_index
         from asd.pipeline import load_detector, run_train
+        from tests.conftest import base_sets
 
-        run_id = run_train(load_recipe(recipe, SETS, shared=True), toy_dir)  # one SETS for every recipe
+        sets = [*SETS, *base_sets(recipe, bases or {})]
+        run_id = run_train(load_recipe(recipe, sets, shared=True), toy_dir)  # one SETS for every recipe
         det, _ = load_detector(run_id, None)
         _CACHE[recipe] = run_id, det, det.embed(read_index(toy_dir, "toy", MACHINES.split(",")))
     return _CACHE[recipe]
@@ -45,11 +48,11 @@ def _trained(recipe, toy_dir):
 
 @pytest.mark.parametrize("backend", available())
 @pytest.mark.parametrize("recipe", list(RECIPES))
-def test_recipe_with_backend(recipe, backend, toy_dir, store):
+def test_recipe_with_backend(recipe, backend, toy_dir, store, pretrained_bases):
     from asd.config import ConfigError
     from asd.evaluation.scoring import evaluate
 
-    run_id, det, emb = _trained(recipe, toy_dir)
+    run_id, det, emb = _trained(recipe, toy_dir, pretrained_bases)
     assert mlflow.get_run(run_id).info.status == "FINISHED"
     det = det.with_backend(backend)
     if backend == "recon" and emb.recon is None:

@@ -34,8 +34,10 @@ def test_bad_overrides_say_what_is_wrong():
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_recipes_round_trip_through_yaml(name):
-    cfg = load_recipe(name, ["train.seed=3"])
+def test_recipes_round_trip_through_yaml(name, pretrained_bases):
+    from tests.conftest import base_sets
+
+    cfg = load_recipe(name, ["train.seed=3", *base_sets(name, pretrained_bases)])
     assert cfg.recipe == name and cfg.train.seed == 3
     back = from_yaml(to_yaml(cfg))
     assert back == cfg

@@ -88,6 +88,9 @@ def test_folder_hash_follows_its_bytes(folders, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(folders["wavlm"], copy)
     assert load_hf(copy).checkpoint_sha256 == load_hf(folders["wavlm"]).checkpoint_sha256
+    (copy / ".cache" / "huggingface").mkdir(parents=True)  # what `hf download --local-dir` adds
+    (copy / ".cache" / "huggingface" / "config.json.metadata").write_text("etag and time of this download")
+    assert load_hf(copy).checkpoint_sha256 == load_hf(folders["wavlm"]).checkpoint_sha256
     cfg = copy / "config.json"
     cfg.write_text(cfg.read_text() + " ")
     assert load_hf(copy).checkpoint_sha256 != load_hf(folders["wavlm"]).checkpoint_sha256

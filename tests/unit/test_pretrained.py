@@ -149,3 +149,29 @@ def test_full_size_lora_trains_under_five_percent(tmp_path):
     assert train == lora + pool + (2 * 768 * 256 + 256)
     assert total == 90_311_792 + train
     assert train / total < 0.05
+
+
+def test_embedding_frontend_merges_lora_into_the_weights(ckpt):
+    """The family's frontend folds each LoRA update into its projection: same embeddings, no adapters left."""
+    from asd.config.recipes import load_recipe
+    from asd.training import classifier, pretrained
+
+    cfg = load_recipe("dis_beats_scac_trainable", [f"model.checkpoint={ckpt}", "data.clip_seconds=1"])
+    model = classifier.build(cfg, None, torch.device("cpu"), pretrained.Hooks)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.normal_(std=0.3)  # B starts at zero: make the update count (scale alpha / r = 1/8)
+    ckpt_dict = {"model_name": "beats", "model_args": pretrained.model_args(cfg),
+                 "state": {"model": model.trainable_state_dict()}}
+    fe = pretrained.frontend(cfg, ckpt_dict, torch.device("cpu"))
+    assert not any("lora_" in n for n, _ in fe.model.named_parameters())
+    wave = waves(3, 16000)
+    with torch.no_grad():
+        expected = model(wave).numpy()
+        unadapted = classifier.build(cfg, None, torch.device("cpu"), pretrained.Hooks)
+        unadapted.load_state_dict({k: v for k, v in model.state_dict().items() if "lora_" not in k}, strict=False)
+        without = unadapted(wave).numpy()
+    got = fe.embed_waves(wave.numpy())["embedding"]
+    assert abs(got - expected).max() < 1e-4 * abs(expected).max()
+    assert abs(without - expected).max() > 1e-2 * abs(expected).max()  # the update mattered
