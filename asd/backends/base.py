@@ -28,10 +28,13 @@ def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: flo
     ``gamma``: the ``quantile`` of a Gamma distribution fitted to the scores (the official baseline's
     rule, 0.9 by default); ``quantile``: the plain empirical quantile.
 
-    The baseline calls scipy's 3-parameter maximum-likelihood fit. On some score sets that fit stops
-    in a poor optimum with ``loc`` at the smallest score (seen on kNN distances: shape 0.26 and a 0.9
-    quantile 16 times the largest training score, so nothing is ever flagged). A fit with ``loc``
-    fixed at 0 is a second candidate, and the one with the higher likelihood is used.
+    The baseline calls scipy's 3-parameter maximum-likelihood fit. With a shape below 1 that fit is
+    no fit at all: the likelihood grows without bound as ``loc`` approaches the smallest score, so
+    the optimiser ends on a spike at the minimum, whose quantiles say nothing about the scores (seen
+    on kNN distances: a 0.9 quantile 16 times the largest score, so nothing is flagged; and one below
+    the median, so most normal clips are). Such a fit is dropped; a fit with ``loc`` fixed at 0 is
+    the other candidate, and of those left the one with the higher likelihood is used (with none
+    left, the empirical quantile).
     """
     s = np.asarray(train_scores, dtype=float)
     s = s[np.isfinite(s)]
@@ -48,8 +51,10 @@ def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: flo
     g = scipy.stats.gamma
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the optimiser probes invalid shapes
-        fits = [g.fit(s)] + ([g.fit(s, floc=0)] if s.min() > 0 else [])
+        fits = [p for p in [g.fit(s)] if p[0] >= 1] + ([g.fit(s, floc=0)] if s.min() > 0 else [])
         loglik = [np.nan_to_num(g.logpdf(s, *p).sum(), nan=-np.inf) for p in fits]
+    if not fits:
+        return float(np.quantile(s, quantile))
     shape, loc, scale = fits[int(np.argmax(loglik))]
     return float(g.ppf(quantile, shape, loc=loc, scale=scale))
 

@@ -216,8 +216,9 @@ def test_gamma_threshold_recovers_the_distribution_quantile():
     true90 = scipy.stats.gamma.ppf(0.9, shape, scale=scale)
     assert fit_threshold(s, "gamma", 0.9) == pytest.approx(true90, rel=0.05)
     # the official baseline's recipe (scipy's maximum-likelihood gamma fit, then its quantile), with the
-    # loc=0 fit as a second candidate: the higher likelihood wins
+    # loc=0 fit as a second candidate: the higher likelihood wins (both regular here: shape >= 1)
     fits = [scipy.stats.gamma.fit(s), scipy.stats.gamma.fit(s, floc=0)]
+    assert min(f[0] for f in fits) >= 1
     best = max(fits, key=lambda p: scipy.stats.gamma.logpdf(s, *p).sum())
     assert fit_threshold(s, "gamma", 0.8) == pytest.approx(scipy.stats.gamma.ppf(0.8, *best))
     assert fit_threshold(s, "quantile", 0.9) == pytest.approx(np.quantile(s, 0.9))
@@ -248,6 +249,20 @@ def test_gamma_threshold_survives_a_degenerate_free_loc_fit():
     thr = fit_threshold(s, "gamma", 0.9)
     assert np.quantile(s, 0.8) < thr < s.max()
     assert thr == pytest.approx(np.quantile(s, 0.9), rel=0.1)
+
+
+def test_gamma_threshold_refuses_a_spike_at_the_minimum():
+    """Leave-one-out 1-NN scores (mutual neighbours repeat): scipy's free-loc fit has shape 0.27 and
+    loc at the minimum, a higher likelihood than the loc=0 fit, and a 0.9 quantile below the median."""
+    from asd.backends.base import fit_threshold
+
+    s = np.array([0.02850946, 0.00981644, 0.00947942, 0.01370275, 0.00848679, 0.01370275, 0.02434804, 0.00981644,
+                  0.01144354, 0.01465514, 0.01448213, 0.02434804, 0.01450144, 0.00848679, 0.01618404])
+    free = scipy.stats.gamma.fit(s)
+    assert free[0] < 1 and scipy.stats.gamma.ppf(0.9, *free) < np.median(s)  # the failure this guards against
+    thr = fit_threshold(s, "gamma", 0.9)
+    assert np.quantile(s, 0.75) < thr < 1.5 * s.max()
+    assert (s <= thr).mean() >= 0.8
 
 
 def test_backend_decisions_use_the_training_threshold():
