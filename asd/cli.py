@@ -91,25 +91,33 @@ def main(ctx, debug: bool, verbose: bool) -> None:
 @DATA_DIR
 @click.option("--mirror", default=None, help="Fetch every file as URL/<file name> instead of its official location.")
 @click.option("--archives", default=None, help="Use archives already in DIR.")
-@click.option("--check", is_flag=True, help="Only check an existing index against the official counts.")
+@click.option("--check", is_flag=True, help="Only check an existing index: files, audio (decoded again), counts.")
 @click.option("--strict", is_flag=True, help="Count mismatches are errors, not warnings.")
+@click.option("--skip-bad", is_flag=True, help="Index the good clips when some are bad (listed in bad_clips.csv).")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another prepare holds the data folder.")
+@click.option("--max-clip-seconds", type=float, default=None, help="Raise the year's longest accepted clip.")
+@click.option("--max-archive-gb", type=float, default=None, help="Raise the year's largest accepted unpacked archive.")
 @TOY
-def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict, toy) -> None:
-    """Download (or generate), unpack and index a dataset."""
-    data_dir = _data_dir(data_dir)
+def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict, skip_bad, no_wait, max_clip_seconds,
+            max_archive_gb, toy) -> None:
+    """Download (or generate), unpack, verify and index a dataset."""
+    from asd.data.archives import Limits
+
+    data_dir, limits = _data_dir(data_dir), Limits(max_clip_seconds or None, max_archive_gb or None)
     if check:
         from asd.data.index import read_index
         from asd.data.prepare import check
 
-        for line in check(dataset, data_dir, strict=strict):
+        for line in check(dataset, data_dir, strict=strict, wait=not no_wait, limits=limits):
             click.echo(f"warning: {line}", err=True)
         df = read_index(data_dir, dataset)
-        click.echo(f"{dataset}: {len(df)} clips, {df['machine'].nunique()} machines: index OK")
+        click.echo(f"{dataset}: {len(df)} clips, {df['machine'].nunique()} machines: index OK (files and audio verified)")
         return
     from asd.pipeline import run_prepare
 
     _done(run_prepare(dataset, data_dir, split=split, machines=_csv(machines), mirror=mirror or None,
-                      archives=archives or None, strict=strict, toy_spec=toy or None))
+                      archives=archives or None, strict=strict, toy_spec=toy or None, skip_bad=skip_bad,
+                      wait=not no_wait, limits=limits))
 
 
 @main.command()

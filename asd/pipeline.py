@@ -25,7 +25,8 @@ SCORE_COLUMNS = ["file", "split", "section", "domain", "label", "attributes", "s
 
 def run_prepare(dataset: str, data_dir: str | Path, split: str = "all", machines: list[str] | None = None,
                 mirror: str | None = None, archives: str | None = None, strict: bool = False,
-                toy_spec=None) -> str:
+                toy_spec=None, skip_bad: bool = False, wait: bool = True, limits=None) -> str:
+    from asd.data.index import read_rows
     from asd.data.prepare import prepare
 
     mlflow = tracking.setup()
@@ -36,10 +37,13 @@ def run_prepare(dataset: str, data_dir: str | Path, split: str = "all", machines
                                   **({"prepare.toy": str(toy_spec)} if toy_spec else {})})
         t0 = time.time()
         path = prepare(dataset, data_dir, split=split, machines=machines, mirror=mirror, archives=archives,
-                       strict=strict, toy_spec=toy_spec)
-        df = pd.read_csv(path)
+                       strict=strict, toy_spec=toy_spec, skip_bad=skip_bad, wait=wait, limits=limits)
+        rows = read_rows(path)
+        df = rows[rows["bad"] == ""]
         mlflow.log_metrics({"prepare/clips": len(df), "prepare/machines": df["machine"].nunique(),
-                            "prepare/seconds": time.time() - t0})
+                            "prepare/bad_clips": len(rows) - len(df), "prepare/seconds": time.time() - t0})
+        if len(rows) > len(df):
+            mlflow.log_text(rows[rows["bad"] != ""][["path", "machine", "bad"]].to_csv(index=False), "tables/bad_clips.csv")
         counts = df.groupby(["split", "machine", "phase", "domain", "label"]).size().rename("clips").reset_index()
         mlflow.log_text(counts.to_csv(index=False), "tables/clip_counts.csv")
         return run.info.run_id
@@ -60,7 +64,7 @@ def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None =
     tracking.setup()
     if resume_run:
         tracking.get_run(resume_run, stage="train")
-        cfg = from_yaml(tracking.load_text(resume_run, "config.yaml"))
+        cfg = from_yaml(tracking.load_text(resume_run, "config.yaml"), f"config.yaml of run {resume_run}: ")
     index = _index(cfg, data_dir)
     tags = {"asd.recipe": cfg.recipe, "asd.dataset": cfg.data.dataset, "asd.seed": str(cfg.train.seed)}
     # A training-free recipe's run records its config only: no torch to import, no system metrics.
@@ -104,11 +108,11 @@ def load_detector(run_id: str | None, checkpoint: str | None):
 
     if checkpoint:
         ckpt = load_checkpoint(checkpoint)
-        return Detector(Config.from_dict(ckpt["config"]), ckpt), None
+        return Detector(Config.from_dict(ckpt["config"], f"config in {checkpoint}: "), ckpt), None
     if not run_id:
         raise AsdError("give --run-id of a train run or --checkpoint PATH")
     tracking.get_run(run_id, stage="train")
-    cfg = from_yaml(tracking.load_text(run_id, "config.yaml"))
+    cfg = from_yaml(tracking.load_text(run_id, "config.yaml"), f"config.yaml of run {run_id}: ")
     if family_name(cfg.model.name) == "raw":
         return Detector(cfg), run_id
     return Detector(cfg, load_checkpoint(tracking.download(run_id, "checkpoints/last.pt"))), run_id
