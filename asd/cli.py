@@ -238,9 +238,12 @@ def report(experiment, out, filter_string) -> None:
               help="Seconds without heartbeat before a running trial counts as dead and is retried.")
 @click.option("--no-cache", is_flag=True, help="Retrain every frontend (no shared embedding store).")
 @click.option("--best", is_flag=True, help="Print the best trial and the commands to retrain it; run nothing.")
+@click.option("--reset-settings", is_flag=True,
+              help="Replace the study's recorded --set, --space and --objective with this command's.")
+@click.option("--delete", is_flag=True, help="Delete the study from --storage (its MLflow runs stay); run nothing.")
 @DATA_DIR
 def search(dataset, n_trials, storage, study_name, objective, direction, sets, space, pruner, sampler, seed,
-           heartbeat, grace, no_cache, best, data_dir) -> None:
+           heartbeat, grace, no_cache, best, reset_settings, delete, data_dir) -> None:
     """Optuna search over losses, margins and backends; one MLflow parent run per study."""
     from asd.config.overrides import parse_sets
     from asd.search.driver import SearchSettings, best_report, run_search
@@ -248,7 +251,12 @@ def search(dataset, n_trials, storage, study_name, objective, direction, sets, s
     s = SearchSettings(dataset=dataset, n_trials=n_trials, data_dir=_data_dir(data_dir), storage=storage,
                        study_name=study_name or None, objective=objective or None, direction=direction,
                        sets=parse_sets(sets), space=space or None, pruner=pruner, sampler=sampler, seed=seed,
-                       heartbeat=heartbeat, grace=grace, cache=not no_cache)
+                       heartbeat=heartbeat, grace=grace, cache=not no_cache, reset_settings=reset_settings)
+    if delete:
+        from asd.search.study import delete as delete_study
+
+        click.echo(delete_study(s))
+        return
     if best:
         click.echo(best_report(s))
         return

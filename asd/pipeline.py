@@ -55,6 +55,21 @@ def _index(cfg: Config, data_dir: str | Path) -> pd.DataFrame:
     return read_index(data_dir, cfg.data.dataset, cfg.data.machines or None)
 
 
+def _log_excluded(cfg: Config, data_dir: str | Path) -> None:
+    """Count (param ``data.bad_clips``) and list (``tables/bad_clips.csv``) the clips ``prepare --skip-bad`` left out."""
+    import mlflow
+
+    from asd.data.index import excluded_clips
+
+    bad = excluded_clips(data_dir, cfg.data.dataset, cfg.data.machines or None)
+    tracking.log_params_once({"data.bad_clips": len(bad)})
+    if len(bad):
+        log.warning("%d clip(s) of %s are left out as bad (first: %s: %s); see tables/bad_clips.csv of this run",
+                    len(bad), cfg.data.dataset, bad["path"].iloc[0], bad["bad"].iloc[0])
+        mlflow.log_text(bad[["path", "split", "machine", "phase", "label", "bad"]].to_csv(index=False),
+                        "tables/bad_clips.csv")
+
+
 def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None = None) -> str:
     """Train ``cfg`` (or continue the run ``resume_run``) and return the train run id."""
     import mlflow
@@ -76,6 +91,7 @@ def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None =
         if not resume_run:
             tracking.log_params_once(cfg.flat())
             mlflow.log_text(to_yaml(cfg), "config.yaml")
+            _log_excluded(cfg, data_dir)
         t0 = time.time()
         if learns:
             _train(run, cfg, index, resume_run)
@@ -129,11 +145,12 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
     emb = det.embed(_index(det.cfg, data_dir))
     timing = {"evaluate/extract_seconds": time.time() - t0}
     plots: list[Path] = []
-    return [_evaluate_backend(det.with_backend(name), emb, train_run, timing, plots, umap)
+    return [_evaluate_backend(det.with_backend(name), emb, train_run, timing, plots, umap, data_dir)
             for name in backends or [det.cfg.backend.name]]
 
 
-def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list[Path], umap: bool) -> str:
+def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list[Path], umap: bool,
+                      data_dir: str | Path) -> str:
     """One evaluate run: fit and score ``det``'s backend on ``emb``, log metrics, scores, tables and plots."""
     import mlflow
 
@@ -150,8 +167,10 @@ def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list
         result = evaluate(det, emb)
         tracking.log_params_once(cfg.flat())
         mlflow.log_text(to_yaml(cfg), "config.yaml")
+        _log_excluded(cfg, data_dir)
         mlflow.log_metrics({**result.metrics, **timing, "evaluate/score_seconds": time.time() - t1,
                             "evaluate/unlabelled_clips": result.unlabelled})
+        _log_missing(result.missing)
         with tracking.artifact_dir(run, "scores") as d:
             for machine, g in result.scores.groupby("machine"):
                 g[SCORE_COLUMNS].to_csv(d / f"{machine}.csv", index=False)
@@ -166,11 +185,24 @@ def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list
                     (d / p.name).write_bytes(p.read_bytes())
             evaluation_figures(result.scores, result.thresholds, get_year(cfg.data.dataset).rule, d,
                                title_prefix=f"{cfg.recipe} / {name}: ")
-        if "official" in result.metrics:
-            print(f"{cfg.recipe} / {name}: official {result.metrics['official']:.4f}"
-                  + "".join(f", {s} {result.metrics[f'{s}/official']:.4f}" for s in ("dev", "eval")
-                            if f"{s}/official" in result.metrics))
+        m, keys = result.metrics, {"official": "official", "dev": "dev/official", "eval": "eval/official"}
+        shown = ", ".join(f"{k} {m[v]:.4f}" for k, v in keys.items() if v in m) or "no official score"
+        print(f"{cfg.recipe} / {name}: {shown}"
+              + "".join(f"; {v} not computed: {result.missing[v]}" for v in keys.values() if v in result.missing))
         return run.info.run_id
+
+
+def _log_missing(missing: dict[str, str]) -> None:
+    """Official numbers the year's rule cannot compute on these clips: a warning, a table and a tag, not a failure."""
+    import mlflow
+
+    if not missing:
+        return
+    for key, why in missing.items():
+        log.warning("%s not computed: %s", key, why)
+    mlflow.log_text(pd.DataFrame({"metric": list(missing), "why": list(missing.values())}).to_csv(index=False),
+                    "tables/missing_metrics.csv")
+    mlflow.set_tag("asd.missing_metrics", ",".join(missing)[:5000])
 
 
 def run_main(dataset: str = "toy", recipes: list[str] | None = None, machines: list[str] | None = None,

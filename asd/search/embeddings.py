@@ -3,8 +3,9 @@
 Trials that differ only in the backend (``backend.*``) reuse the :class:`~asd.training.Embeddings` of an
 identical frontend, so they cost a backend fit instead of a training run. The key hashes the resolved
 config without ``backend.*`` and without settings that cannot change the embeddings (the recipe's name,
-the device, the thread count), together with the clip index's size and modification time, so
-re-preparing the data invalidates every entry.
+the device, the thread count), together with the clips' index rows and each clip's *content* hash
+(:func:`asd.data.verify.content_digest`), so a replaced clip or a corrected label can never be served
+from an entry computed before.
 
 The seed stays in the key: two seeds give two different frontends, and a search that fixes the seed
 (the default, 0) still shares every frontend across backends.
@@ -40,11 +41,13 @@ def store_dir(data_dir: str | Path, dataset: str) -> Path:
     return Path(data_dir) / dataset / "cache" / "embeddings"
 
 
-def frontend_key(cfg: Config, index_file: str | Path) -> str:
-    """A 20-hex-digit key for ``cfg``'s frontend on the clip index ``index_file``."""
+def frontend_key(cfg: Config, rows: pd.DataFrame) -> str:
+    """A 20-hex-digit key for ``cfg``'s frontend on the clips ``rows`` (index rows with ``abspath``)."""
+    from asd.data.index import COLUMNS
+    from asd.data.verify import content_digest
+
     flat = {k: v for k, v in cfg.flat().items() if not k.startswith("backend.") and k not in NEUTRAL}
-    st = Path(index_file).stat()
-    doc = json.dumps({"config": flat, "index": [st.st_size, st.st_mtime_ns]}, sort_keys=True)
+    doc = json.dumps({"config": flat, "clips": content_digest(rows, COLUMNS)}, sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:20]
 
 

@@ -134,8 +134,11 @@ def train(cfg: Config, index: pd.DataFrame, ckpt_dir: str | Path, on_epoch: Epoc
 
     check_config(cfg)
     rows = index[index["phase"] == "train"].reset_index(drop=True)
-    if rows.empty:
-        raise ClipIndexError("no training clips in the index for the selected machines")
+    lacking = sorted(set(index["machine"]) - set(rows["machine"]))
+    if lacking:
+        raise ClipIndexError(f"machine(s) {', '.join(lacking)} have no training clip in the index (bad clips left "
+                             "out by --skip-bad? see bad_clips.csv): their detector cannot be fitted; leave them out "
+                             "with --machines, or replace the clips and re-run `asd prepare`")
     return family(cfg.model.name).train(cfg, rows, Path(ckpt_dir), on_epoch, resume)
 
 

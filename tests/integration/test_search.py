@@ -89,9 +89,9 @@ def test_default_space_validates():
 
 def test_cache_key_and_atomic_entries(tmp_path, toy_dir):
     from asd.search import embeddings as search_cache
-    from asd.data.index import index_path
+    from asd.data.index import read_index
 
-    idx = index_path(toy_dir, "toy")
+    idx = read_index(toy_dir, "toy")
     a = load_recipe("ae", {"backend.name": "knn", "backend.k": 1})
     b = load_recipe("ae", {"backend.name": "recon", "train.device": "cpu"})
     assert search_cache.frontend_key(a, idx) == search_cache.frontend_key(b, idx)
