@@ -172,14 +172,18 @@ def _refuse(infos: list, archive: Path, top: str | None, limits: tuple[int, int]
         member, total = limits
         big = max(files, key=lambda i: i.file_size)
         if big.file_size > member:
-            raise ArchiveError(f"{archive}: member {big.filename!r} unpacks to {big.file_size / 1e6:.1f} MB, more than "
-                               f"the {member / 1e6:.1f} MB a clip of this year can take; refusing to unpack it (raise "
+            raise ArchiveError(f"{archive}: member {big.filename!r} unpacks to {_size(big.file_size)}, more than "
+                               f"the {_size(member)} a clip of this year can take; refusing to unpack it (raise "
                                "the limit with --max-clip-seconds if the clip is genuine)")
         need = sum(i.file_size for i in files)
         if need > total:
-            raise ArchiveError(f"{archive}: unpacks to {need / 1e9:.2f} GB, more than the {total / 1e9:.2f} GB an "
-                               "archive of this year can hold; refusing to unpack it (raise the limit with "
-                               "--max-archive-gb if the archive is genuine)")
+            raise ArchiveError(f"{archive}: unpacks to {_size(need)}, more than the {_size(total)} an archive of "
+                               "this year can hold; refusing to unpack it (raise the limit with --max-archive-gb "
+                               "if the archive is genuine)")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def _merge(staging: Path, dest: Path) -> int:

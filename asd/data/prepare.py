@@ -100,16 +100,17 @@ def _toy_expect(spec) -> Expect:
     return Expect(SR, 1, seconds - 0.5 / SR, seconds + 0.5 / SR)
 
 
-def _toy_scan(root: Path, spec, prepared: dict, year, gt, strict: bool) -> tuple[pd.DataFrame, list[str]]:
-    """Scan the toy folders like a DCASE year; check ground truth and the counts the spec implies."""
+def _toy_scan(root: Path, prepared: dict, year, gt, strict: bool) -> pd.DataFrame:
+    """Scan the toy folders like a DCASE year and check the ground truth; files not indexed are logged as
+    warnings (errors with ``strict``)."""
     from asd.data.scan import build_index, problems
 
     df, unknown, notes = build_index(year, root, prepared, gt)
     for note in notes:
         log.info("toy: %s", note)
-    warnings = problems(year, df, gt, prepared, unknown, strict)
-    _toy_counts(df, spec, prepared, root)
-    return df, warnings
+    for w in problems(year, df, gt, prepared, unknown, strict):
+        log.warning("toy: %s", w)
+    return df
 
 
 def _toy_counts(df: pd.DataFrame, spec, prepared: dict, root: Path) -> None:
@@ -122,8 +123,8 @@ def _toy_counts(df: pd.DataFrame, spec, prepared: dict, root: Path) -> None:
              if have.get((s, m, *cell), 0) != n]
     if diffs:
         raise ClipIndexError(f"the toy set under {root} differs from its spec (toy_spec.json) in {len(diffs)} cell(s): "
-                             f"{'; '.join(diffs[:3])}; remove the extra files, or delete {root} and run "
-                             "`asd prepare --dataset toy` again")
+                             f"{'; '.join(diffs[:3])}; run `asd prepare --dataset toy` (it makes missing clips), "
+                             f"remove extra files, or delete {root} and prepare it afresh")
 
 
 def prepare_toy(data_dir: Path, split: str = "all", machines: list[str] | None = None, spec=None,
@@ -141,10 +142,11 @@ def prepare_toy(data_dir: Path, split: str = "all", machines: list[str] | None =
     spec = _toy_spec(root, spec)
     generate(root, spec, machines=machines, progress=progress)
     year, prepared, gt = _toy_setup(root, spec, machines, split)
-    df, warnings = _toy_scan(root, spec, prepared, year, gt, strict)
+    df = _toy_scan(root, prepared, year, gt, strict)
+    _toy_counts(df, spec, prepared, root)
     df, note = admit(df, root, _toy_expect(spec), None, skip_bad, progress)
-    for w in warnings + ([note] if note else []):
-        log.warning("%s", w)
+    if note:
+        log.warning("toy: %s", note)
     return write_index(df, data_dir, "toy")
 
 
@@ -181,6 +183,7 @@ def check_toy(data_dir: Path, strict: bool = False, progress: bool = True) -> li
     spec = ToySpec(**json.loads(spec_file.read_text()))
     year, _, gt = _toy_setup(root, spec, None)
     prepared = {s: set(rows.loc[rows["split"] == s, "machine"]) for s in ("dev", "eval")}
-    disk, warnings = _toy_scan(root, spec, prepared, year, gt, strict)
+    disk = _toy_scan(root, prepared, year, gt, strict)
     compare_disk(rows, disk, path, f"run `asd prepare --dataset toy --data-dir {data_dir}`")
-    return warnings + recheck(rows, root, _toy_expect(spec), None, progress)
+    _toy_counts(rows, spec, prepared, root)  # the index holds the whole set, not a part of it
+    return recheck(rows, root, _toy_expect(spec), None, progress)

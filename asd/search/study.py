@@ -278,6 +278,11 @@ def _join(study, s, fixed_keys: set[str], wait: float = 120.0):
     s.sets = sets
     keys = fixed_keys | {split_kv(x)[0] for x in sets}
     space = parse_space(yaml.safe_load(a["asd.space"]) or {}, a["asd.space"], f"study {s.name}", keys)
+    try:  # a study made before --set was checked (or by another asd version) may hold settings that fail
+        check_sets(space, s)
+    except ConfigError as e:
+        raise ConfigError(f"study {s.name!r} holds settings no trial can run with ({e}); replace them with "
+                          f"--reset-settings and the right --set, or delete the study with `{delete_command(s)}`") from None
     return space, a["asd.objective"], a[st.PARENT_ATTR]
 
 

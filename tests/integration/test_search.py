@@ -173,8 +173,10 @@ fixed: {data.clip_seconds: 1, data.machines: fan, train.epochs: 6}
 params:
   model.bottleneck: {choice: [4, 8]}
 """)
+    # --grace far beyond the test's timeout: the resumed worker must see that the killed worker's process
+    # is gone and retry its trial at once, not wait for the heartbeat to go stale (issue 12, case 11).
     cmd = [sys.executable, "-m", "asd.cli", "search", "--data-dir", str(toy_dir), "--space", space, "--storage",
-           storage, "--study-name", "k", "--n-trials", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "3",
+           storage, "--study-name", "k", "--n-trials", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "3600",
            "--no-cache"]
     mlflow.set_experiment("asd")  # the store exists before any worker starts (DESIGN.md §6)
     env = _subprocess_env(mlflow_store)
