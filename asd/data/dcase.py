@@ -29,7 +29,7 @@ from asd.data.archives import ArchiveError, Limits, marker_path, unpack
 from asd.data.download import fetch_all
 from asd.data.groundtruth import load_ground_truth
 from asd.data.index import ClipIndexError, index_path, read_rows, write_index
-from asd.data.scan import SPLITS, build_index, count_warnings, problems
+from asd.data.scan import SPLITS, build_index, compare_disk, count_warnings, problems
 from asd.data.verify import admit, recheck
 from asd.data.years import Remote, Year, get_year
 from asd.files import write_text
@@ -215,4 +215,6 @@ def check_index(dataset: str, data_dir: Path, strict: bool = False, progress: bo
         raise ClipIndexError(f"ground-truth file(s) missing: {', '.join(lost[:3])}; re-run "
                              f"`asd prepare --dataset {dataset}` to fetch them again")
     gt = load_ground_truth(year.year, files)
+    disk, _, _ = build_index(year, root, prepared, gt)
+    compare_disk(rows, disk, index_path(data_dir, dataset), f"re-run `asd prepare --dataset {dataset}`")
     return warnings + problems(year, df, gt, prepared, {}, strict)

@@ -30,7 +30,8 @@ from asd.config.overrides import split_kv
 from asd.config.recipes import load_recipe
 from asd.errors import AsdError
 from asd.search import runs as st
-from asd.search.study import await_parent, fail_dead_trials, load_existing, open_study
+from asd.search.study import await_parent, load_existing, open_study
+from asd.search.workers import fail_dead_trials
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"

@@ -1,23 +1,17 @@
-"""An ``asd search`` study's life: its storage, creation, joining, repair, reset and deletion, and the
-workers that run its trials.
+"""An ``asd search`` study's life: its storage, creation, joining, repair, reset and deletion.
 
 The creator (the one worker whose ``create_study`` succeeds; the storage makes that unique) records
-who it is (``asd.creator``), then the space, overrides and objective, and last the MLflow parent run.
-A worker that finds a study without a parent run waits for its creator; if the creator is dead (on
-this host: its process is gone; anywhere: it never recorded itself), the half-made study holds no
-trial and is deleted and made again. Each trial records its worker (``asd.worker``): a trial whose
-worker is a dead process on this host is failed and retried at once, without waiting for
-``--grace`` seconds of missing heartbeats (which remains the rule for workers on other hosts).
+who it is (``asd.creator``, :func:`asd.search.workers.me`), then the space, overrides and objective,
+and last the MLflow parent run. A worker that finds a study without a parent run waits for its
+creator; if the creator is dead (on this host: its process is gone; anywhere: it never recorded
+itself), the half-made study holds no trial and is deleted and made again.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import logging
-import os
-import socket
 import time
 from pathlib import Path
 
@@ -27,6 +21,7 @@ from asd.config.overrides import split_kv
 from asd.errors import AsdError
 from asd.search import runs as st
 from asd.search.space import Space, load_space, parse_space
+from asd.search.workers import dead, me
 
 log = logging.getLogger(__name__)
 ALIASES = {"dev_official": "dev/official", "eval_official": "eval/official"}
@@ -34,7 +29,7 @@ PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "threshold"
            "percentile": "PercentilePruner", "none": "NopPruner"}
 # --set keys that may differ between workers of one study (each machine picks its own device).
 WORKER_LOCAL = ("train.device", "train.num_threads")
-CREATOR_ATTR, WORKER_ATTR = "asd.creator", "asd.worker"
+CREATOR_ATTR = "asd.creator"
 SETUP_SECONDS = 20.0  # a creator that has not recorded itself by then died during create_study
 
 
@@ -96,62 +91,6 @@ def make_storage(url: str, heartbeat: int = 30, grace: int = 120):
                 raise ConfigError(f"cannot open --storage {_shown(url)!r}: {str(getattr(e, 'orig', e))[:200]}; check "
                                   "that the database server runs and the URL, user and password are right") from None
             time.sleep(1.0 + attempt)
-
-
-# ---- who runs what: a process identity that another process on the same host can check --------------
-
-def _host() -> str:
-    """This host and pid namespace: two processes with the same value can see each other's pids."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        ns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        boot, ns = "", 0
-    return f"{socket.gethostname()}|{boot}|{ns}"
-
-
-def me() -> str:
-    """This process, as recorded in ``asd.creator`` / ``asd.worker``."""
-    import psutil
-
-    return json.dumps({"host": _host(), "pid": os.getpid(), "started": psutil.Process().create_time()})
-
-
-def dead(who: str | None) -> bool:
-    """True when ``who`` (see :func:`me`) is a process of this host that no longer runs."""
-    import psutil
-
-    try:
-        w = json.loads(who or "")
-        if w["host"] != _host():
-            return False  # another host: only heartbeats can tell
-        return abs(psutil.Process(int(w["pid"])).create_time() - float(w["started"])) > 1.0  # pid reused
-    except psutil.NoSuchProcess:
-        return True
-    except (ValueError, KeyError, TypeError, psutil.Error):
-        return False
-
-
-def fail_dead_trials(study) -> int:
-    """Fail (and queue for retry, as a stale heartbeat would) the running trials of dead local workers."""
-    import optuna
-    from optuna.trial import TrialState
-
-    storage, failed = study._storage, 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not dead(t.user_attrs.get(WORKER_ATTR)):
-            continue
-        try:
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
-        log.warning("trial %d: its worker (%s) is dead; retrying it now", t.number, t.user_attrs[WORKER_ATTR])
-        callback = storage.get_heartbeat_stale_trial_callback()
-        if callback is not None:
-            callback(study, copy.deepcopy(storage.get_trial(t._trial_id)))
-        failed += 1
-    return failed
 
 
 # ---- creating, joining, repairing, resetting and deleting a study ----------------------------------

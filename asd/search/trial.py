@@ -21,7 +21,7 @@ from asd.detector import Detector
 from asd.search import embeddings as store
 from asd.search import runs
 from asd.search.space import Space, sample
-from asd.search.study import WORKER_ATTR, me
+from asd.search.workers import WORKER_ATTR, me
 
 log = logging.getLogger(__name__)
 

@@ -118,7 +118,7 @@ def test_half_made_study_is_repaired(tmp_path, toy_dir, mlflow_store):
     started = psutil.Process(victim.pid).create_time()
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    from asd.search.study import _host
+    from asd.search.workers import _host
 
     study = optuna.create_study(study_name="h", storage=storage)
     study.set_user_attr("asd.creator", json.dumps({"host": _host(), "pid": victim.pid, "started": started}))
