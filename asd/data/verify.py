@@ -137,6 +137,9 @@ def fresh_hashes(rows: pd.DataFrame) -> list[str]:
     elif changed:
         log.warning("%d clip(s) changed on disk since `asd prepare` (first: %s); they are decoded and checked afresh; "
                     "re-run `asd prepare` to verify them and record their hashes", len(changed), changed[0])
+    else:
+        log.info("%d clip(s) re-hashed: their file stamps changed (a copied or touched folder) but not their content; "
+                 "`asd prepare` records the new stamps", len(todo))
     return sha
 
 

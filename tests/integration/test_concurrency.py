@@ -51,8 +51,8 @@ def _finish(procs, timeout=300) -> list[str]:
 # ---- case 5 ----------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_two_prepares_of_one_folder_serialise(tmp_path):
-    env = _env(f"sqlite:///{tmp_path / 'm.db'}")
+def test_two_prepares_of_one_folder_serialise(tmp_path, mlflow_store):
+    env = _env(mlflow_store)
     data = str(tmp_path / "data")
     run_cli(["prepare", "--toy", TOY, "--data-dir", data])  # the store and a first set exist
     other = TOY.replace("n_test=2", "n_test=3")
@@ -66,7 +66,7 @@ def test_two_prepares_of_one_folder_serialise(tmp_path):
     assert not list((tmp_path / "data" / "toy").rglob("*.tmp*"))
 
 
-def test_no_wait_refuses_while_another_prepare_runs(tmp_path):
+def test_no_wait_refuses_while_another_prepare_runs(tmp_path, mlflow_store):
     with lock(tmp_path, "toy"):
         with pytest.raises(LockedError, match=r"data folder .*toy \(another `asd prepare`\) is in use by pid "
                                               rf"{os.getpid()}.*without --no-wait"):
@@ -110,6 +110,7 @@ def test_seeded_resumed_worker_draws_new_parameters(tmp_path, toy_dir, mlflow_st
     assert len(values) == 4 and len(set(values)) == 4
 
 
+@pytest.mark.slow
 def test_half_made_study_is_repaired(tmp_path, toy_dir, mlflow_store):
     """A worker SIGKILLed inside study creation leaves a study without parent run: the next one remakes it."""
     storage = f"sqlite:///{tmp_path / 'o.db'}"
