@@ -91,25 +91,33 @@ def main(ctx, debug: bool, verbose: bool) -> None:
 @DATA_DIR
 @click.option("--mirror", default=None, help="Fetch every file as URL/<file name> instead of its official location.")
 @click.option("--archives", default=None, help="Use archives already in DIR.")
-@click.option("--check", is_flag=True, help="Only check an existing index against the official counts.")
+@click.option("--check", is_flag=True, help="Only check an existing index: files, audio (decoded again), counts.")
 @click.option("--strict", is_flag=True, help="Count mismatches are errors, not warnings.")
+@click.option("--skip-bad", is_flag=True, help="Index the good clips when some are bad (listed in bad_clips.csv).")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another prepare holds the data folder.")
+@click.option("--max-clip-seconds", type=float, default=None, help="Raise the year's longest accepted clip.")
+@click.option("--max-archive-gb", type=float, default=None, help="Raise the year's largest accepted unpacked archive.")
 @TOY
-def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict, toy) -> None:
-    """Download (or generate), unpack and index a dataset."""
-    data_dir = _data_dir(data_dir)
+def prepare(dataset, split, machines, data_dir, mirror, archives, check, strict, skip_bad, no_wait, max_clip_seconds,
+            max_archive_gb, toy) -> None:
+    """Download (or generate), unpack, verify and index a dataset."""
+    from asd.data.archives import Limits
+
+    data_dir, limits = _data_dir(data_dir), Limits(max_clip_seconds or None, max_archive_gb or None)
     if check:
         from asd.data.index import read_index
         from asd.data.prepare import check
 
-        for line in check(dataset, data_dir, strict=strict):
+        for line in check(dataset, data_dir, strict=strict, wait=not no_wait, limits=limits):
             click.echo(f"warning: {line}", err=True)
         df = read_index(data_dir, dataset)
-        click.echo(f"{dataset}: {len(df)} clips, {df['machine'].nunique()} machines: index OK")
+        click.echo(f"{dataset}: {len(df)} clips, {df['machine'].nunique()} machines: index OK (files and audio verified)")
         return
     from asd.pipeline import run_prepare
 
     _done(run_prepare(dataset, data_dir, split=split, machines=_csv(machines), mirror=mirror or None,
-                      archives=archives or None, strict=strict, toy_spec=toy or None))
+                      archives=archives or None, strict=strict, toy_spec=toy or None, skip_bad=skip_bad,
+                      wait=not no_wait, limits=limits))
 
 
 @main.command()
@@ -277,12 +285,15 @@ def report(experiment, out, filter_string) -> None:
               help="Seconds without heartbeat before a running trial counts as dead and is retried.")
 @click.option("--no-cache", is_flag=True, help="Retrain every frontend (no shared embedding store).")
 @click.option("--best", is_flag=True, help="Print the best trial and the commands to retrain it; run nothing.")
+@click.option("--reset-settings", is_flag=True,
+              help="Replace the study's recorded --set, --space and --objective with this command's.")
+@click.option("--delete", is_flag=True, help="Delete the study from --storage (its MLflow runs stay); run nothing.")
 @click.option("--register", "register_name", default=None, metavar="NAME",
               help="With --best: retrain the best trial (its seed), evaluate it and register its detector as NAME.")
 @click.option("--alias", default=None, help="With --register: point this alias (e.g. champion) at the version.")
 @DATA_DIR
 def search(dataset, n_trials, storage, study_name, objective, direction, sets, space, pruner, sampler, seed,
-           heartbeat, grace, no_cache, best, register_name, alias, data_dir) -> None:
+           heartbeat, grace, no_cache, best, reset_settings, delete, register_name, alias, data_dir) -> None:
     """Optuna search over losses, margins and backends; one MLflow parent run per study."""
     from asd.config.overrides import parse_sets
     from asd.search.driver import SearchSettings, best_report, run_search
@@ -290,9 +301,14 @@ def search(dataset, n_trials, storage, study_name, objective, direction, sets, s
     s = SearchSettings(dataset=dataset, n_trials=n_trials, data_dir=_data_dir(data_dir), storage=storage,
                        study_name=study_name or None, objective=objective or None, direction=direction,
                        sets=parse_sets(sets), space=space or None, pruner=pruner, sampler=sampler, seed=seed,
-                       heartbeat=heartbeat, grace=grace, cache=not no_cache)
+                       heartbeat=heartbeat, grace=grace, cache=not no_cache, reset_settings=reset_settings)
     if register_name and not best:
         raise click.UsageError("--register needs --best")
+    if delete:
+        from asd.search.study import delete as delete_study
+
+        click.echo(delete_study(s))
+        return
     if best:
         click.echo(best_report(s))
         if register_name:

@@ -25,7 +25,8 @@ SCORE_COLUMNS = ["file", "split", "section", "domain", "label", "attributes", "s
 
 def run_prepare(dataset: str, data_dir: str | Path, split: str = "all", machines: list[str] | None = None,
                 mirror: str | None = None, archives: str | None = None, strict: bool = False,
-                toy_spec=None) -> str:
+                toy_spec=None, skip_bad: bool = False, wait: bool = True, limits=None) -> str:
+    from asd.data.index import read_rows
     from asd.data.prepare import prepare
 
     mlflow = tracking.setup()
@@ -36,10 +37,13 @@ def run_prepare(dataset: str, data_dir: str | Path, split: str = "all", machines
                                   **({"prepare.toy": str(toy_spec)} if toy_spec else {})})
         t0 = time.time()
         path = prepare(dataset, data_dir, split=split, machines=machines, mirror=mirror, archives=archives,
-                       strict=strict, toy_spec=toy_spec)
-        df = pd.read_csv(path)
+                       strict=strict, toy_spec=toy_spec, skip_bad=skip_bad, wait=wait, limits=limits)
+        rows = read_rows(path)
+        df = rows[rows["bad"] == ""]
         mlflow.log_metrics({"prepare/clips": len(df), "prepare/machines": df["machine"].nunique(),
-                            "prepare/seconds": time.time() - t0})
+                            "prepare/bad_clips": len(rows) - len(df), "prepare/seconds": time.time() - t0})
+        if len(rows) > len(df):
+            mlflow.log_text(rows[rows["bad"] != ""][["path", "machine", "bad"]].to_csv(index=False), "tables/bad_clips.csv")
         counts = df.groupby(["split", "machine", "phase", "domain", "label"]).size().rename("clips").reset_index()
         mlflow.log_text(counts.to_csv(index=False), "tables/clip_counts.csv")
         return run.info.run_id
@@ -51,6 +55,21 @@ def _index(cfg: Config, data_dir: str | Path) -> pd.DataFrame:
     return read_index(data_dir, cfg.data.dataset, cfg.data.machines or None)
 
 
+def _log_excluded(cfg: Config, data_dir: str | Path) -> None:
+    """Count (param ``data.bad_clips``) and list (``tables/bad_clips.csv``) the clips ``prepare --skip-bad`` left out."""
+    import mlflow
+
+    from asd.data.index import excluded_clips
+
+    bad = excluded_clips(data_dir, cfg.data.dataset, cfg.data.machines or None)
+    tracking.log_params_once({"data.bad_clips": len(bad)})
+    if len(bad):
+        log.warning("%d clip(s) of %s are left out as bad (first: %s: %s); see tables/bad_clips.csv of this run",
+                    len(bad), cfg.data.dataset, bad["path"].iloc[0], bad["bad"].iloc[0])
+        mlflow.log_text(bad[["path", "split", "machine", "phase", "label", "bad"]].to_csv(index=False),
+                        "tables/bad_clips.csv")
+
+
 def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None = None) -> str:
     """Train ``cfg`` (or continue the run ``resume_run``) and return the train run id."""
     import mlflow
@@ -60,7 +79,7 @@ def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None =
     tracking.setup()
     if resume_run:
         tracking.get_run(resume_run, stage="train")
-        cfg = from_yaml(tracking.load_text(resume_run, "config.yaml"))
+        cfg = from_yaml(tracking.load_text(resume_run, "config.yaml"), f"config.yaml of run {resume_run}: ")
     index = _index(cfg, data_dir)
     tags = {"asd.recipe": cfg.recipe, "asd.dataset": cfg.data.dataset, "asd.seed": str(cfg.train.seed)}
     # A training-free recipe's run records its config only: no torch to import, no system metrics.
@@ -72,6 +91,7 @@ def run_train(cfg: Config | None, data_dir: str | Path, resume_run: str | None =
         if not resume_run:
             tracking.log_params_once(cfg.flat())
             mlflow.log_text(to_yaml(cfg), "config.yaml")
+            _log_excluded(cfg, data_dir)
         t0 = time.time()
         checkpoint = _train(run, cfg, index, resume_run) if learns else None
         seconds = time.time() - t0
@@ -110,11 +130,11 @@ def load_detector(run_id: str | None, checkpoint: str | None):
 
     if checkpoint:
         ckpt = load_checkpoint(checkpoint)
-        return Detector(Config.from_dict(ckpt["config"]), ckpt), None
+        return Detector(Config.from_dict(ckpt["config"], f"config in {checkpoint}: "), ckpt), None
     if not run_id:
         raise AsdError("give --run-id of a train run or --checkpoint PATH")
     tracking.get_run(run_id, stage="train")
-    cfg = from_yaml(tracking.load_text(run_id, "config.yaml"))
+    cfg = from_yaml(tracking.load_text(run_id, "config.yaml"), f"config.yaml of run {run_id}: ")
     if not trains(cfg):
         return Detector(cfg), run_id
     return Detector(cfg, load_checkpoint(tracking.download(run_id, "checkpoints/last.pt"))), run_id
@@ -135,12 +155,12 @@ def run_evaluate(data_dir: str | Path, run_id: str | None = None, checkpoint: st
     emb = det.embed(_index(det.cfg, data_dir))
     timing = {"evaluate/extract_seconds": time.time() - t0}
     plots: list[Path] = []
-    return [_evaluate_backend(det.with_backend(name), emb, train_run, timing, plots, umap, log_model)
+    return [_evaluate_backend(det.with_backend(name), emb, train_run, timing, plots, umap, data_dir, log_model)
             for name in backends or [det.cfg.backend.name]]
 
 
 def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list[Path], umap: bool,
-                      log_model: bool = False) -> str:
+                      data_dir: str | Path, log_model: bool = False) -> str:
     """One evaluate run: fit and score ``det``'s backend on ``emb``, log metrics, scores, tables and plots."""
     import mlflow
 
@@ -157,8 +177,10 @@ def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list
         result = evaluate(det, emb)
         tracking.log_params_once(cfg.flat())
         mlflow.log_text(to_yaml(cfg), "config.yaml")
+        _log_excluded(cfg, data_dir)
         mlflow.log_metrics({**result.metrics, **timing, "evaluate/score_seconds": time.time() - t1,
                             "evaluate/unlabelled_clips": result.unlabelled})
+        _log_missing(result.missing)
         with tracking.artifact_dir(run, "scores") as d:
             for machine, g in result.scores.groupby("machine"):
                 g[SCORE_COLUMNS].to_csv(d / f"{machine}.csv", index=False)
@@ -173,15 +195,28 @@ def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list
                     (d / p.name).write_bytes(p.read_bytes())
             evaluation_figures(result.scores, result.thresholds, get_year(cfg.data.dataset).rule, d,
                                title_prefix=f"{cfg.recipe} / {name}: ")
-        if "official" in result.metrics:
-            print(f"{cfg.recipe} / {name}: official {result.metrics['official']:.4f}"
-                  + "".join(f", {s} {result.metrics[f'{s}/official']:.4f}" for s in ("dev", "eval")
-                            if f"{s}/official" in result.metrics))
+        m, keys = result.metrics, {"official": "official", "dev": "dev/official", "eval": "eval/official"}
+        shown = ", ".join(f"{k} {m[v]:.4f}" for k, v in keys.items() if v in m) or "no official score"
+        print(f"{cfg.recipe} / {name}: {shown}"
+              + "".join(f"; {v} not computed: {result.missing[v]}" for v in keys.values() if v in result.missing))
         if log_model:
             from asd.serving.publish import log_detector
 
             print(f"model: models:/{log_detector(det, emb.rows, run.info.run_id, train_run)}")
         return run.info.run_id
+
+
+def _log_missing(missing: dict[str, str]) -> None:
+    """Official numbers the year's rule cannot compute on these clips: a warning, a table and a tag, not a failure."""
+    import mlflow
+
+    if not missing:
+        return
+    for key, why in missing.items():
+        log.warning("%s not computed: %s", key, why)
+    mlflow.log_text(pd.DataFrame({"metric": list(missing), "why": list(missing.values())}).to_csv(index=False),
+                    "tables/missing_metrics.csv")
+    mlflow.set_tag("asd.missing_metrics", ",".join(missing)[:5000])
 
 
 def run_main(dataset: str = "toy", recipes: list[str] | None = None, machines: list[str] | None = None,

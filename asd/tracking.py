@@ -35,25 +35,70 @@ def take_launcher_run() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _first_use():
+    """Serialise the first use of the store: creating a fresh SQLite store's schema (and the default
+    experiment) from two processes at once fails in MLflow's migrations. A local SQLite file is
+    guarded by a lock next to it; any store also gets a few retries (a database server's race)."""
+    import mlflow
+
+    from asd.files import locked
+
+    uri = mlflow.get_tracking_uri()
+    db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    guard = locked(f"{db}.lock", f"MLflow store {db}") if db and db != ":memory:" else contextlib.nullcontext()
+    with guard:
+        yield
+
+
+def _retry(fn, attempts: int = 5):
+    """``fn()``, retried after a short pause when a concurrent first use of the store made it fail."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - sqlalchemy, alembic and MLflow errors of the schema race alike
+            if attempt == attempts - 1 or not _is_race(e):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
+def _is_race(e: Exception) -> bool:
+    text = f"{type(e).__module__}.{type(e).__name__}: {e}".lower()
+    return any(w in text for w in ("already exists", "locked", "unique constraint", "integrityerror",
+                                   "alembic", "migration", "duplicate"))
+
+
+def init_store() -> None:
+    """Open ``$MLFLOW_TRACKING_URI`` (or the local SQLite store), creating its schema safely if it is new."""
+    import mlflow
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(DEFAULT_URI)
+    with _first_use():
+        _retry(lambda: client().search_experiments(max_results=1))
+
+
 def setup(experiment: str | None = None):
     """Use ``$MLFLOW_TRACKING_URI`` or the local SQLite store; select the experiment; return mlflow.
 
     Inside ``mlflow run`` the experiment comes from ``$MLFLOW_EXPERIMENT_ID``; otherwise from
     ``experiment``, ``$MLFLOW_EXPERIMENT_NAME`` or ``asd``. The experiment is tagged as a model
-    experiment so that the MLflow UI opens on its runs.
+    experiment so that the MLflow UI opens on its runs. Several commands may start at once on a
+    fresh store (:func:`init_store`).
     """
     import mlflow
 
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(DEFAULT_URI)
-    if experiment:
-        exp_id = mlflow.set_experiment(experiment).experiment_id
-    elif not os.environ.get("MLFLOW_EXPERIMENT_ID") and not os.environ.get("MLFLOW_RUN_ID"):
-        exp_id = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)).experiment_id
-    else:
-        exp_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
-    if exp_id:
-        mark_experiment(exp_id)
+    init_store()
+    with _first_use():
+        if experiment:
+            exp_id = _retry(lambda: mlflow.set_experiment(experiment).experiment_id)
+        elif not os.environ.get("MLFLOW_EXPERIMENT_ID") and not os.environ.get("MLFLOW_RUN_ID"):
+            name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+            exp_id = _retry(lambda: mlflow.set_experiment(name).experiment_id)
+        else:
+            exp_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+        if exp_id:
+            _retry(lambda: mark_experiment(exp_id))
     return mlflow
 
 

@@ -29,8 +29,11 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     """A fresh SQLite tracking store (and artifact folder) for one test, the current directory set to tmp."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; setting the names first makes monkeypatch
+    # remove whatever the test leaves there (a later test's subprocess would inherit a foreign id).
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     import mlflow
 

@@ -107,10 +107,10 @@ _WAV: dict[int, bytes] = {}
 
 
 def wav_bytes(channels: int = 1) -> bytes:
-    """A real 16 kHz 16-bit WAV of 0.05 s (generated once, shared by every clip)."""
+    """A real 16 kHz 16-bit WAV of 1 s, the shortest clip prepare accepts (generated once, shared by every clip)."""
     if channels not in _WAV:
         buf = io.BytesIO()
-        x = (np.random.default_rng(0).standard_normal((800, channels)) * 0.01).astype("float32")
+        x = (np.random.default_rng(0).standard_normal((16000, channels)) * 0.01).astype("float32")
         sf.write(buf, x, 16000, format="WAV", subtype="PCM_16")
         _WAV[channels] = buf.getvalue()
     return _WAV[channels]

@@ -4,23 +4,55 @@ A :class:`Config` is fully described by its flat dict (``loss.name=adacos``), wh
 MLflow params, and by ``config.yaml`` (nested), which travels with every run's artifacts. Named
 recipes are presets over these defaults (:mod:`asd.config.recipes`); ``--set key=value`` overrides
 are parsed in one place (:mod:`asd.config.overrides`).
+
+Every field carries its rule in its metadata: a range for numbers (:func:`num`), choices or a pattern
+for text (:func:`one_of`, :func:`pattern`), or the registry its name is looked up in (:func:`named`).
+:func:`validate` checks them whenever a config is built (``--set``, recipes, ``config.yaml`` of a run
+being resumed or evaluated, search trials); the message names the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asd.errors import AsdError
 
 
+def num(default, allowed: str, why: str = ""):
+    """A numeric field and its allowed values: ``"[lo, hi]"`` or with open ends ``"(lo, hi)"``, ``"[0, 1)"``."""
+    return field(default=default, metadata={"range": allowed, "why": why})
+
+
+def nums(default: list, allowed: str):
+    """A list of numbers, each in ``allowed`` (see :func:`num`)."""
+    return field(default_factory=lambda: list(default), metadata={"range": allowed})
+
+
+def one_of(*choices: str):
+    """A text field that takes one of ``choices``; the first is the default."""
+    return field(default=choices[0], metadata={"choices": choices})
+
+
+def pattern(default: str, regex: str, shown: str):
+    """A text field matching ``regex`` (``shown`` is how messages spell the allowed values)."""
+    return field(default=default, metadata={"pattern": regex, "choices": (shown,)})
+
+
+def named(default: str, kind: str):
+    """A name looked up in a registry (``dataset``, ``model``, ``loss``, ``backend``) when the recipe is loaded."""
+    return field(default=default, metadata={"registry": kind})
+
+
 @dataclass
 class DataConfig:
-    dataset: str = "toy"
-    machines: list[str] = field(default_factory=list)  # empty = every machine of the dataset
-    clip_seconds: float = 0.0  # 0 = the year's value (asd.data.years)
-    sample_rate: int = 16000
-    label: str = "main"  # classification target: main (machine x section x attrs x domain) | machine_section
+    dataset: str = named("toy", "dataset")
+    machines: list[str] = field(default_factory=list)  # empty = every machine; checked against the index
+    clip_seconds: float = num(0.0, "[0, 600]", "0 means the year's length")  # asd.data.years
+    sample_rate: int = num(16000, "[1000, 384000]")
+    label: str = one_of("main", "machine_section")  # the classifier's class scheme (asd.training.targets)
     cache: bool = True  # keep decoded clips under <data-dir>/<dataset>/cache (asd.data.waves)
 
 
@@ -28,73 +60,73 @@ class DataConfig:
 class FeatureConfig:
     """Time-frequency front end (asd.features)."""
 
-    kind: str = "logmel"  # logmel | mel | spec | fft
-    n_fft: int = 1024
-    hop: int = 512
-    n_mels: int = 128
-    f_min: float = 0.0
-    f_max: float = 0.0  # 0 = sample_rate / 2
-    power: float = 2.0
-    mel_scale: str = "slaney"  # slaney (librosa default, the official baseline) | htk (torchaudio default)
-    mel_norm: str = "slaney"  # slaney | none
-    frames: int = 5  # context frames stacked into one AE input vector
+    kind: str = one_of("logmel", "mel")
+    n_fft: int = num(1024, "[16, 65536]")
+    hop: int = num(512, "[1, 65536]")
+    n_mels: int = num(128, "[1, 1024]")
+    f_min: float = num(0.0, "[0, 192000]")
+    f_max: float = num(0.0, "[0, 192000]")  # 0 = sample_rate / 2
+    power: float = num(2.0, "(0, 4]")
+    mel_scale: str = one_of("slaney", "htk")  # slaney (librosa default, the official baseline) | htk
+    mel_norm: str = one_of("slaney", "none")
+    frames: int = num(5, "[1, 64]")  # context frames stacked into one AE input vector
     center: bool = True
 
 
 @dataclass
 class ModelConfig:
-    name: str = "ae"
-    hidden: int = 128
-    bottleneck: int = 8
-    layers: int = 4
-    embed_dim: int = 256
-    stft_sizes: list[int] = field(default_factory=lambda: [1024])
+    name: str = named("ae", "model")
+    hidden: int = num(128, "[1, 65536]")
+    bottleneck: int = num(8, "[1, 65536]")
+    layers: int = num(4, "[1, 64]")
+    embed_dim: int = num(256, "[0, 65536]", "0: no final Linear (a frozen pretrained encoder's pooled frames)")
+    stft_sizes: list[int] = nums([1024], "[16, 65536]")
     use_fft: bool = True
     # pretrained encoders (model.name beats | hf; asd/models/pretrained.py)
-    checkpoint: str = ""  # the base checkpoint: a file or folder, or a bare name in $ASD_PRETRAINED_DIR
-    lora_rank: int = 64  # LoRA on the attention q/v projections; 0 with freeze=false tunes the whole encoder
-    lora_alpha: float = 8.0
-    lora_dropout: float = 0.0
+    checkpoint: str = pattern("", r".*", "a file, a folder or a bare name in $ASD_PRETRAINED_DIR")  # the base
+    lora_rank: int = num(64, "[0, 4096]")  # LoRA on attention q/v; 0 with freeze=false tunes the whole encoder
+    lora_alpha: float = num(8.0, "(0, 100000]")
+    lora_dropout: float = num(0.0, "[0, 1)")
     freeze: bool = False  # keep the encoder fixed (no LoRA)
-    pooling: str = "asp"  # asp (attentive statistics) | mean
+    pooling: str = one_of("asp", "mean")  # asp (attentive statistics) | mean
     grad_checkpoint: bool = False  # recompute encoder layers in backward: less memory
 
 
 @dataclass
 class LossConfig:
-    name: str = "mse"
-    margin: float = 0.0
-    scale: float = 0.0  # 0 = the loss's adaptive default
-    subclusters: int = 1
+    name: str = named("mse", "loss")
+    margin: float = num(0.0, "[0, 3.14]")  # radians (ArcFace)
+    scale: float = num(0.0, "[0, 1000]")  # 0 = the loss's adaptive default
+    subclusters: int = num(1, "[1, 1024]")
     trainable: bool = True
     dynamic: bool = False
-    subspace_weight: float = 0.0
-    featex_weight: float = 0.0
+    subspace_weight: float = num(0.0, "[0, 1000]")
+    featex_weight: float = num(0.0, "[0, 1000]")
 
 
 @dataclass
 class AugmentConfig:
-    mixup_prob: float = 0.0
-    specaug_prob: float = 0.0
-    featex_prob: float = 0.0
+    mixup_prob: float = num(0.0, "[0, 1]")
+    specaug_prob: float = num(0.0, "[0, 1]")
+    featex_prob: float = num(0.0, "[0, 1]")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    optimizer: str = "adam"  # adam | adamw
-    weight_decay: float = 0.0
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    epochs: int = num(100, "[0, 100000]")  # trained families need >= 1 (asd.training.check_config)
+    batch_size: int = num(256, "[2, 1000000]", "BatchNorm needs two clips per batch")
+    lr: float = num(1e-3, "(0, 10]")
+    optimizer: str = one_of("adam", "adamw")
+    weight_decay: float = num(0.0, "[0, 10]")
+    val_fraction: float = num(0.1, "[0, 1)", "the fraction of frame vectors held out for validation")
+    seed: int = num(0, "[0, 4294967295]", "numpy seeds are non-negative 32-bit integers")
+    device: str = pattern("auto", r"auto|cpu|cuda(:\d+)?", "auto | cpu | cuda | cuda:N")
     amp: bool = True  # mixed precision on CUDA only
-    amp_dtype: str = "auto"  # auto (bf16 where the GPU has it, else fp16) | bf16 | fp16 (with loss scaling)
+    amp_dtype: str = one_of("auto", "bf16", "fp16")  # auto: bf16 where the GPU has it, else fp16 (loss-scaled)
     cpu_bf16: bool = False  # bfloat16 autocast on CPU (opt-in: ~1.4x faster on AVX-512 BF16 CPUs)
-    grad_clip: float = 0.0
-    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many optimiser steps (0 = none)
-    num_threads: int = 0  # 0 = torch default
+    grad_clip: float = num(0.0, "[0, 1000000]")
+    warmup_steps: int = num(0, "[0, 100000000]")  # linear learning-rate warm-up from 0 over this many steps
+    num_threads: int = num(0, "[0, 4096]")  # 0 = torch default
     flush_denormal: bool = True  # CPU: treat subnormal floats as zero (x86 computes with them tens of times slower)
     channels_last: bool = True  # 2-D convolutions in NHWC memory layout (faster oneDNN/cuDNN kernels)
     compile: bool = False  # torch.compile the model's forward (pays for long runs; see benchmarks/train_speed.py)
@@ -102,14 +134,14 @@ class TrainConfig:
 
 @dataclass
 class BackendConfig:
-    name: str = "recon"
-    k: int = 1
-    k_ref: int = 4
-    clusters: int = 16
-    smote_ratio: float = 0.2
-    smote_neighbors: int = 2
-    threshold: str = "gamma"  # gamma | quantile
-    threshold_quantile: float = 0.9
+    name: str = named("recon", "backend")
+    k: int = num(1, "[1, 100000]")
+    k_ref: int = num(4, "[1, 100000]")
+    clusters: int = num(16, "[1, 100000]")
+    smote_ratio: float = num(0.2, "[0, 100]")
+    smote_neighbors: int = num(2, "[1, 1000]")
+    threshold: str = one_of("gamma", "quantile")
+    threshold_quantile: float = num(0.9, "(0, 1)")
 
 
 @dataclass
@@ -127,14 +159,17 @@ class Config:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """The config of a nested dict (``config.yaml``); keys this version does not know are ignored."""
+    def from_dict(cls, d: dict[str, Any], where: str = "") -> "Config":
+        """The validated config of a nested dict (``config.yaml``); keys this version does not know are ignored.
+
+        ``where`` (e.g. ``"config.yaml of run X: "``) prefixes error messages.
+        """
         from asd.config.overrides import set_value
 
         cfg = cls()
         for key, value in flatten(d).items():
             set_value(cfg, key, value, strict=False)
-        return cfg
+        return validate(cfg, where)
 
     def flat(self) -> dict[str, str]:
         """Flattened ``section.field -> str`` for MLflow params."""
@@ -169,7 +204,55 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-def from_yaml(text: str) -> Config:
+def from_yaml(text: str, where: str = "") -> Config:
     import yaml
 
-    return Config.from_dict(yaml.safe_load(text))
+    return Config.from_dict(yaml.safe_load(text), where)
+
+
+# ---- validation: every field's rule is its metadata above (a test checks that each field has one) ----
+
+def rule(key: str) -> dict:
+    """The metadata of the dotted field ``key`` (``range``, ``why``, ``choices``, ``pattern``, ``registry``)."""
+    section, _, name = key.rpartition(".")
+    obj = getattr(Config(), section) if section else Config()
+    return dict(next(f.metadata for f in dataclasses.fields(obj) if f.name == name))
+
+
+def _in(spec: str, x: float) -> bool:
+    m = re.fullmatch(r"([\[(])\s*([^,]+),\s*([^\])]+)([\])])", spec)
+    lo, hi = float(m[2]), float(m[3])
+    above = x > lo or (m[1] == "[" and x == lo)
+    below = x < hi or (m[4] == "]" and x == hi)
+    return bool(above and below)  # NaN fails both
+
+
+def check_value(key: str, value: Any, where: str = "") -> None:
+    """Raise :class:`ConfigError` naming ``key``, ``value`` and what is allowed, if ``value`` breaks the rule.
+
+    ``where`` (e.g. ``"search space s.yaml: "``) prefixes the message.
+    """
+    r = rule(key)
+    if "range" in r:
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _in(r["range"], v):
+                why = f" ({r['why']})" if r.get("why") else ""
+                raise ConfigError(f"{where}{key}={_fmt(value)} is out of range: allowed {r['range']}{why}")
+    elif "pattern" in r and not re.fullmatch(r["pattern"], str(value)):
+        raise ConfigError(f"{where}{key}={value!r} is not allowed; use {r['choices'][0]}")
+    elif "choices" in r and "pattern" not in r and value not in r["choices"]:
+        raise ConfigError(f"{where}{key}={value!r} is not allowed; choose one of {', '.join(r['choices'])}")
+
+
+def validate(cfg: "Config", where: str = "") -> "Config":
+    """Check every field of ``cfg`` against its rule and the fields that depend on each other; returns ``cfg``."""
+    for key, value in flatten(cfg.to_dict()).items():
+        check_value(key, value, where)
+    f, sr = cfg.features, cfg.data.sample_rate
+    top = f.f_max or sr / 2
+    if f.f_max > sr / 2:
+        raise ConfigError(f"{where}features.f_max={f.f_max:g} is above half the sample rate "
+                          f"(data.sample_rate={sr}): at most {sr / 2:g} Hz, or 0 for that")
+    if f.f_min >= top:
+        raise ConfigError(f"{where}features.f_min={f.f_min:g} must lie below features.f_max ({top:g} Hz)")
+    return cfg

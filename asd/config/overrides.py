@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 from typing import Any, Iterable
 
-from asd.config import Config, ConfigError
+from asd.config import Config, ConfigError, validate
 
 
 def known_keys() -> list[str]:
@@ -83,7 +84,7 @@ def coerce(text: Any, current: Any, key: str) -> Any:
             if current and isinstance(current[0], int):
                 return [int(x) for x in items]
             return [x.strip() for x in items]
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: int("inf")
         raise ConfigError(f"--set {key}={text}: expected a {type(current).__name__}") from None
     return text
 
@@ -95,19 +96,25 @@ def set_value(cfg: Config, key: str, value: Any, strict: bool = True) -> None:
     for p in parts:
         if not dataclasses.is_dataclass(obj) or p not in {f.name for f in dataclasses.fields(obj)}:
             if strict:
-                raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known_keys())}")
+                close = difflib.get_close_matches(key, known_keys(), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"unknown config key {key!r}{hint}; known keys: {', '.join(known_keys())}")
             return
         if p != parts[-1]:
             obj = getattr(obj, p)
     setattr(obj, parts[-1], coerce(value, getattr(obj, parts[-1]), key))
 
 
-def apply_overrides(cfg: Config, overrides: Iterable[str] | dict[str, Any] | None) -> Config:
-    """Apply ``["train.epochs=3", ...]`` or ``{"train.epochs": 3}``; returns a new Config."""
+def apply_overrides(cfg: Config, overrides: Iterable[str] | dict[str, Any] | None, where: str = "--set ") -> Config:
+    """Apply ``["train.epochs=3", ...]`` or ``{"train.epochs": 3}``; returns a new, validated Config.
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, or one outside the field's rule.
+    """
     cfg = copy.deepcopy(cfg)
     if not overrides:
         return cfg
     items = overrides.items() if isinstance(overrides, dict) else (split_kv(o) for o in parse_sets(overrides))
     for k, v in items:
         set_value(cfg, k, v)
-    return cfg
+    return validate(cfg, where)

@@ -20,22 +20,22 @@ import logging
 import os
 import sys
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import pandas as pd
 
 from asd.config import ConfigError
-from asd.data.archives import ArchiveError, marker_path, unpack
+from asd.data.archives import ArchiveError, Limits, marker_path, unpack
 from asd.data.download import fetch_all
-from asd.data.groundtruth import GroundTruth, load_ground_truth
-from asd.data.index import COLUMNS, ClipIndexError, format_attributes, index_path, read_index, write_index
-from asd.data.names import PHASE_FOLDERS, NameError_, parse_clip, parse_truth
-from asd.data.years import Remote, Year, expected_counts, get_year
+from asd.data.groundtruth import load_ground_truth
+from asd.data.index import ClipIndexError, index_path, read_rows, write_index
+from asd.data.scan import SPLITS, build_index, compare_disk, count_warnings, problems
+from asd.data.verify import admit, recheck
+from asd.data.years import Remote, Year, get_year
+from asd.files import write_text
 
 log = logging.getLogger(__name__)
 MANIFEST = "prepared.json"
-SPLITS = ("dev", "eval")
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -69,16 +69,18 @@ def needed_files(year: Year, chosen: dict[str, list[str]]) -> list[Remote]:
 
 def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: list[str] | None = None,
                   mirror: str | None = None, archives: Path | None = None, strict: bool = False,
-                  progress: bool = True) -> Path:
-    """Download, unpack and index ``dataset`` (e.g. ``'dcase2023'``); returns the path of ``index.csv``.
+                  progress: bool = True, skip_bad: bool = False, limits: Limits | None = None) -> Path:
+    """Download, unpack, verify and index ``dataset`` (e.g. ``'dcase2023'``); returns the path of ``index.csv``.
 
     Only what ``split`` and ``machines`` need is fetched. Files come from ``archives`` (a local
     folder) when there, else from ``mirror`` (``<mirror>/<file name>``) or the official URLs.
-    Ends with :func:`check_index`'s checks on the new index.
+    Every clip is decoded and checked (:func:`asd.data.verify.admit`); ``skip_bad`` indexes the
+    others when some are bad. ``limits`` raises the unpacking and clip-length limits.
 
     Raises:
         ClipIndexError: eval test clips without ground truth or ground truth without clips (named),
-            or, with ``strict``, any count that differs from the official numbers or unknown file names.
+            a bad clip (without ``skip_bad``), or, with ``strict``, any count that differs from the
+            official numbers or unknown file names.
         DownloadError, ArchiveError: a file cannot be fetched, or an archive is corrupt/unsafe/too big.
     """
     t0 = time.monotonic()
@@ -86,6 +88,7 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
     if not year.files:
         raise ConfigError(f"{dataset} has no archives to download")
     root = Path(data_dir) / dataset
+    limits = limits or Limits()
     chosen = select(year, split, machines)
     if chosen.get("eval") and not year.eval_test_published:
         log.warning("%s: the eval test archives and their ground truth are not published; fetching eval train "
@@ -98,37 +101,49 @@ def prepare_dcase(dataset: str, data_dir: Path, split: str = "all", machines: li
                                mirror=mirror, local_dir=archives, progress=progress)
     _say(f"{dataset}: files: {summary.line()}"
          + (f", {len(gone)} unpacked earlier (archive deleted since)" if gone else ""), progress)
-
-    _unpack_all(dataset, root, files, paths, gone, progress)
-
+    _unpack_all(year, root, files, paths, gone, limits, progress)
     manifest = _update_manifest(root, chosen, files, paths)
-    prepared = {s: set(manifest["machines"].get(s, [])) for s in SPLITS}
-    gt = load_ground_truth(year.year, _gt_files(manifest))
-    for note in gt.notes:
-        _say(f"{dataset}: {note}", progress)
-    df, unknown, notes = build_index(year, root, prepared, gt)
-    for note in notes:
-        _say(f"{dataset}: {note}", progress)
-    warnings = _problems(year, df, gt, prepared, unknown, strict)
-    for w in warnings:
-        log.warning("%s", w)
-    out = write_index(df, data_dir, dataset)
-    counts = df.groupby("split").size().to_dict()
-    _say(f"{dataset}: index of {len(df)} clips ({', '.join(f'{k} {v}' for k, v in counts.items())}; "
+    out, df, warnings = _index_year(year, root, manifest, strict, skip_bad, limits, progress)
+    counts = df[df["bad"] == ""].groupby("split").size().to_dict()
+    _say(f"{dataset}: index of {sum(counts.values())} clips ({', '.join(f'{k} {v}' for k, v in counts.items())}; "
          f"{df['machine'].nunique()} machine types) written to {out} in {time.monotonic() - t0:.1f} s"
          + (f"; {len(warnings)} warning(s)" if warnings else ""), progress)
     return out
 
 
-def _unpack_all(dataset: str, root: Path, files: list[Remote], paths: dict[str, Path], gone: set[str],
-                progress: bool) -> None:
+def _index_year(year: Year, root: Path, manifest: dict, strict: bool, skip_bad: bool, limits: Limits,
+                progress: bool) -> tuple[Path, pd.DataFrame, list[str]]:
+    """Scan, label, check and verify the prepared machines; write the index. Returns (path, rows, warnings)."""
+    prepared = {s: set(manifest["machines"].get(s, [])) for s in SPLITS}
+    gt = load_ground_truth(year.year, _gt_files(manifest))
+    for note in gt.notes:
+        _say(f"{year.name}: {note}", progress)
+    df, unknown, notes = build_index(year, root, prepared, gt)
+    for note in notes:
+        _say(f"{year.name}: {note}", progress)
+    empty = sorted(f"{s}/{m}" for s in SPLITS for m in prepared[s] if not ((df["split"] == s) & (df["machine"] == m)).any())
+    if empty:
+        raise ClipIndexError(f"no clip found for {', '.join(empty)} under {root}; its archive holds none in the "
+                             "expected layout: delete the archive and its marker under .done/ and re-run prepare")
+    warnings = problems(year, df, gt, prepared, unknown, strict)
+    df, note = admit(df, root, year.expect(limits.max_clip_seconds), year.channel if year.channels > 1 else None,
+                     skip_bad, progress)
+    warnings += [note] if note else []
+    for w in warnings:
+        log.warning("%s", w)
+    return write_index(df, root.parent, year.name), df, warnings
+
+
+def _unpack_all(year: Year, root: Path, files: list[Remote], paths: dict[str, Path], gone: set[str],
+                limits: Limits, progress: bool) -> None:
     """Unpack every fetched archive; a corrupted download is moved aside so the next run fetches it again."""
     n_new = 0
     for f in files:
         if not f.is_archive or f.name in gone:
             continue
         try:
-            n_new += unpack(paths[f.name], _dest(root, f), progress=progress)
+            n_new += unpack(paths[f.name], _dest(root, f), progress=progress, top=f.machine or None,
+                            limits=limits.resolve(year))
         except ArchiveError as e:
             path = paths[f.name]
             if "corrupted" in str(e) and path.parent == root / "archives":
@@ -137,7 +152,7 @@ def _unpack_all(dataset: str, root: Path, files: list[Remote], paths: dict[str, 
                 raise ArchiveError(f"{e} [moved to {bad.name}; the next run downloads it again]") from None
             raise
     n_arch = sum(f.is_archive for f in files)
-    _say(f"{dataset}: archives: {n_new} extracted, {n_arch - n_new} already extracted", progress)
+    _say(f"{year.name}: archives: {n_new} extracted, {n_arch - n_new} already extracted", progress)
 
 
 def _dest(root: Path, f: Remote) -> Path:
@@ -152,9 +167,7 @@ def _update_manifest(root: Path, chosen: dict[str, list[str]], files: list[Remot
     for f in files:
         if not f.is_archive:
             manifest["files"][f.name] = [f.kind, f.split, f.machine, str(Path(paths[f.name]).resolve())]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -162,160 +175,26 @@ def _gt_files(manifest: dict) -> dict[str, tuple[str, str, str, Path]]:
     return {name: (k, s, m, Path(p)) for name, (k, s, m, p) in manifest.get("files", {}).items()}
 
 
-def build_index(year: Year, root: Path, prepared: dict[str, set[str]], gt: GroundTruth
-                ) -> tuple[pd.DataFrame, dict[str, list[str]], list[str]]:
-    """Scan the unpacked folders of the prepared machines; returns (index, unknown files by reason, notes).
+def check_index(dataset: str, data_dir: Path, strict: bool = False, progress: bool = True,
+                limits: Limits | None = None) -> list[str]:
+    """``asd prepare --check``: verify an existing index against the disk, the audio and the official ground truth.
 
-    Eval test clips get label, domain and attributes from ``gt``; clips released with hidden
-    attributes get theirs from the correspondence files. Eval test clips without ground truth get
-    label ``unknown`` (an error unless the year publishes none, which the checks decide).
-    """
-    rows = []
-    unknown: dict[str, list[str]] = defaultdict(list)
-    not_prepared: Counter = Counter()
-    other_files: Counter = Counter()
-    hidden_left: Counter = Counter()
-    for split in SPLITS:
-        base = root / f"{split}_data" / "raw"
-        if not base.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # markers, staging
-            here = Path(dirpath)
-            for fn in sorted(filenames):
-                rel = (here / fn).relative_to(root).as_posix()
-                if not fn.lower().endswith(".wav"):
-                    other_files[fn.rsplit(".", 1)[-1] if "." in fn else fn] += 1
-                    continue
-                folder, machine = here.name, here.parent.name
-                if folder not in PHASE_FOLDERS or here.parent == base:
-                    unknown["WAV outside <machine>/<train|test|source_test|target_test|supplemental>/"].append(rel)
-                    continue
-                if machine not in year.machines(split):
-                    unknown[f"unknown {split} machine folder"].append(rel)
-                    continue
-                if machine not in prepared.get(split, ()):
-                    not_prepared[f"{split}/{machine}"] += 1
-                    continue
-                try:
-                    row, hidden = _clip_row(year, gt, split, machine, folder, fn, rel)
-                except NameError_:
-                    unknown[f"unrecognised {year.year} file name"].append(rel)
-                    continue
-                hidden_left[f"{split}/{machine}"] += hidden
-                rows.append(row)
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    notes = []
-    if other_files:
-        notes.append("ignored non-WAV files: " + ", ".join(f"{n} .{ext}" for ext, n in sorted(other_files.items())))
-    if not_prepared:
-        notes.append("not indexed (unpacked but not prepared; add them with --machines): "
-                     + ", ".join(f"{k} ({n})" for k, n in sorted(not_prepared.items())))
-    if hidden_left:
-        notes.append("attributes stay hidden (noAttribute, no published correspondence) for "
-                     + ", ".join(f"{k} ({n} clips)" for k, n in sorted(hidden_left.items())))
-    return df, dict(unknown), notes
-
-
-def _clip_row(year: Year, gt: GroundTruth, split: str, machine: str, folder: str, fn: str, rel: str
-              ) -> tuple[tuple, bool]:
-    """One index row (in :data:`COLUMNS` order) and whether its attributes stay hidden.
-
-    Raises:
-        NameError_: ``fn`` fits no naming scheme of the year.
-    """
-    c = parse_clip(fn, year.year, folder)
-    label, domain, attrs, hidden = c.label, c.domain, c.attributes, c.hidden
-    if c.anonymous:
-        t = gt.eval_test.get(machine, {}).get(fn)
-        if t is None:
-            label, domain, attrs = "unknown", domain or "source", []
-        else:
-            label, domain, attrs, hidden = t.label, t.domain, t.attributes, t.hidden
-    elif (true := gt.resolved.get((split, machine), {}).get(fn)) is not None:
-        attrs, hidden = parse_truth(true, year.year).attributes, False
-    return (rel, year.name, year.year, split, machine, c.section, domain, c.phase, label,
-            format_attributes(attrs), fn), bool(hidden)
-
-
-def _problems(year: Year, df: pd.DataFrame, gt: GroundTruth, prepared: dict[str, set[str]],
-              unknown: dict[str, list[str]], strict: bool) -> list[str]:
-    """Ground-truth errors raise; count mismatches and unknown names are returned (raised with ``strict``)."""
-    errors: list[str] = []
-    if year.eval_test_published:
-        ev = df[(df["split"] == "eval") & (df["phase"] == "test")]
-        for machine in sorted(prepared.get("eval", ())):
-            mine = ev[ev["machine"] == machine]
-            nolabel = sorted(mine.loc[mine["label"] == "unknown", "file"])
-            truth = gt.eval_test.get(machine)
-            if truth is None:
-                if len(mine):
-                    errors.append(f"no ground truth for eval machine '{machine}' in the eval list; check "
-                                  f"eval_data_list_{year.year}.csv (or --mirror) and re-run prepare")
-                continue
-            if nolabel:
-                errors.append(f"{len(nolabel)} eval test clip(s) of '{machine}' have no ground truth (first: "
-                              f"{nolabel[0]}); check eval_data_list_{year.year}.csv (or --mirror) and re-run "
-                              "prepare --split eval")
-            noclip = sorted(set(truth) - set(mine["file"]))
-            if noclip:
-                errors.append(f"{len(noclip)} ground-truth row(s) of '{machine}' have no clip (first: {noclip[0]}); "
-                              f"the eval test archive of '{machine}' is incomplete: delete it (and its marker under "
-                              "eval_data/raw/.done/) and re-run prepare --split eval")
-    if errors:
-        raise ClipIndexError("; ".join(errors))
-
-    warnings = [f"{len(files)} WAV file(s): {reason} (first: {files[0]}); they are not indexed"
-                for reason, files in sorted(unknown.items())]
-    warnings += count_warnings(year, df, prepared)
-    if strict and warnings:
-        raise ClipIndexError(f"--strict: {len(warnings)} problem(s): " + " | ".join(warnings))
-    return warnings
-
-
-def count_warnings(year: Year, df: pd.DataFrame, prepared: dict[str, set[str]]) -> list[str]:
-    """Counts per machine x section x domain x phase x label against the official numbers (docs/data.md, official counts)."""
-    have = df.groupby(["split", "machine", "section", "domain", "phase", "label"]).size().to_dict()
-    out = []
-    for split in SPLITS:
-        for machine in sorted(prepared.get(split, ())):
-            diffs = []
-            secs = set(year.sections(split, machine))
-            present = {k[2] for k in have if k[0] == split and k[1] == machine}
-            for s in sorted(present - secs):
-                diffs.append(f"unexpected section {s:02d}")
-            for s in sorted(secs):
-                exp = expected_counts(year, split, machine, s)
-                if not exp:
-                    continue
-                known = {cell[1] for cell in exp}  # phases with official numbers (2020 train: none)
-                cells = set(exp) | {k[3:] for k in have if k[:3] == (split, machine, s) and k[4] in known}
-                for cell in sorted(cells):
-                    n, e = have.get((split, machine, s, *cell), 0), exp.get(cell, 0)
-                    if n != e:
-                        diffs.append(f"section {s:02d} {' '.join(cell)}: {n} (official {e})")
-            if diffs:
-                more = f" ... and {len(diffs) - 4} more" if len(diffs) > 4 else ""
-                out.append(f"counts of {split} '{machine}' differ from the official numbers: "
-                           + "; ".join(diffs[:4]) + more)
-    return out
-
-
-def check_index(dataset: str, data_dir: Path, strict: bool = False) -> list[str]:
-    """``asd prepare --check``: verify an existing index against the disk and the official ground truth.
-
-    Returns warning lines (counts differing from the official numbers). Raises ClipIndexError when
-    clips listed in the index are missing on disk, eval test clips lack ground truth, ground-truth rows
-    lack clips, or (``strict``) any warning.
+    Every clip is decoded and checked again (:func:`asd.data.verify.recheck`). Returns warning lines
+    (counts differing from the official numbers, clips left out as bad). Raises ClipIndexError when
+    clips listed in the index are missing on disk, broken or changed since ``prepare``, eval test
+    clips lack ground truth, ground-truth rows lack clips, or (``strict``) any warning.
     """
     year = get_year(dataset)
     root = Path(data_dir) / dataset
-    df = read_index(data_dir, dataset).drop(columns=["abspath"])
-    missing = [p for p in df["path"] if not (root / p).is_file()]
+    rows = read_rows(index_path(data_dir, dataset))
+    missing = [p for p in rows["path"] if not (root / p).is_file()]
     if missing:
         raise ClipIndexError(f"{len(missing)} clip(s) listed in {index_path(data_dir, dataset)} are missing on "
                              f"disk (first: {missing[0]}); re-run `asd prepare --dataset {dataset}` to unpack them "
                              "again (delete the archive's marker under .done/ if it was unpacked before)")
+    warnings = recheck(rows, root, year.expect((limits or Limits()).max_clip_seconds),
+                       year.channel if year.channels > 1 else None, progress)
+    df = rows[rows["bad"] == ""] if "bad" in rows else rows
     mpath = root / MANIFEST
     if not mpath.is_file():  # an index made elsewhere: only counts and labels can be checked
         log.warning("%s has no %s; ground truth cannot be re-checked", root, MANIFEST)
@@ -324,7 +203,7 @@ def check_index(dataset: str, data_dir: Path, strict: bool = False) -> list[str]
             raise ClipIndexError(f"{len(unknown_eval)} eval test clip(s) have label 'unknown' (first: "
                                  f"{unknown_eval['file'].iloc[0]}); re-run `asd prepare --dataset {dataset}`")
         prepared = {s: set(df.loc[df["split"] == s, "machine"]) for s in SPLITS}
-        warnings = count_warnings(year, df, prepared)
+        warnings += count_warnings(year, df, prepared)
         if strict and warnings:
             raise ClipIndexError(f"--strict: {len(warnings)} problem(s): " + " | ".join(warnings))
         return warnings
@@ -336,4 +215,6 @@ def check_index(dataset: str, data_dir: Path, strict: bool = False) -> list[str]
         raise ClipIndexError(f"ground-truth file(s) missing: {', '.join(lost[:3])}; re-run "
                              f"`asd prepare --dataset {dataset}` to fetch them again")
     gt = load_ground_truth(year.year, files)
-    return _problems(year, df, gt, prepared, {}, strict)
+    disk, _, _ = build_index(year, root, prepared, gt)
+    compare_disk(rows, disk, index_path(data_dir, dataset), f"re-run `asd prepare --dataset {dataset}`")
+    return warnings + problems(year, df, gt, prepared, {}, strict)

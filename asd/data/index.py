@@ -27,6 +27,13 @@ COLUMNS = [
     "attributes",  # key=value;key=value (empty when none)
     "file",  # file name exactly as distributed (anonymised for eval test clips)
 ]
+# Written by `prepare` since clips are verified (asd.data.verify); an index without them still reads.
+VERIFIED = [
+    "sha256",  # hash of the file's bytes: keys the waveform cache and the embedding store
+    "frames",  # samples per channel
+    "stamp",  # size-mtime_ns-ctime_ns-inode when verified: a changed file is re-hashed, never served stale
+    "bad",  # '' for a good clip, else why it is unusable (kept by --skip-bad; read_index leaves it out)
+]
 ALLOWED = {
     "split": {"dev", "eval"},
     "domain": {"source", "target"},
@@ -51,13 +58,18 @@ def index_path(data_dir: str | Path, dataset: str) -> Path:
 
 def write_index(df: pd.DataFrame, data_dir: str | Path, dataset: str) -> Path:
     """Validate and write the index atomically; returns its path."""
+    from asd.files import atomic
+
     validate_index(df, where=f"index of {dataset}")
+    good = df[df["bad"] == ""] if "bad" in df else df
+    if good.empty:
+        raise ClipIndexError(f"no usable clip to index for {dataset} (found {len(df)}); check the archives or "
+                             "files under the data folder")
     out = index_path(data_dir, dataset)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df = df[COLUMNS].sort_values(["split", "machine", "section", "phase", "file"], kind="stable")
-    tmp = out.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    df = df[COLUMNS + [c for c in VERIFIED if c in df]].sort_values(["split", "machine", "section", "phase", "file"],
+                                                                    kind="stable")
+    with atomic(out) as tmp:
+        df.to_csv(tmp, index=False)
     return out
 
 
@@ -69,17 +81,10 @@ def read_index(data_dir: str | Path, dataset: str, machines: list[str] | None = 
             has missing columns or bad values, or ``machines`` names a machine it lacks.
     """
     path = index_path(data_dir, dataset)
-    if not path.is_file():
-        if not Path(data_dir).exists():
-            hint = f"data directory '{data_dir}' does not exist"
-        else:
-            hint = f"no index at '{path}'"
-        raise ClipIndexError(
-            f"{hint}; run `asd prepare --dataset {dataset} --data-dir {data_dir}` first "
-            "(or set --data-dir / ASD_DATA_DIR to where you prepared it)"
-        )
-    df = pd.read_csv(path, dtype={"attributes": str, "file": str, "path": str}, keep_default_na=False)
-    validate_index(df, where=str(path))
+    df = read_rows(path)
+    df = df[df["bad"] == ""] if "bad" in df else df
+    if df.empty:
+        raise ClipIndexError(f"{path} lists no usable clip; run `asd prepare --dataset {dataset} --data-dir {data_dir}`")
     if machines:
         unknown = sorted(set(machines) - set(df["machine"]))
         if unknown:
@@ -90,6 +95,32 @@ def read_index(data_dir: str | Path, dataset: str, machines: list[str] | None = 
     df = df.reset_index(drop=True)
     df["abspath"] = [str(path.parent / p) for p in df["path"]]
     return df
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """Every row of the index file ``path``, bad clips included, validated (no ``abspath``)."""
+    if not path.is_file():
+        data_dir, dataset = path.parent.parent, path.parent.name
+        hint = f"data directory '{data_dir}' does not exist" if not data_dir.exists() else f"no index at '{path}'"
+        raise ClipIndexError(f"{hint}; run `asd prepare --dataset {dataset} --data-dir {data_dir}` first "
+                             "(or set --data-dir / ASD_DATA_DIR to where you prepared it)")
+    try:
+        df = pd.read_csv(path, keep_default_na=False,
+                         dtype={"attributes": str, "file": str, "path": str, "sha256": str, "stamp": str, "bad": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ClipIndexError(f"{path} is not a clip index ({type(e).__name__}: {str(e)[:100]}); delete it and "
+                             "re-run `asd prepare`") from None
+    validate_index(df, where=str(path))
+    return df
+
+
+def excluded_clips(data_dir: str | Path, dataset: str, machines: list[str] | None = None) -> pd.DataFrame:
+    """The clips ``prepare --skip-bad`` found unusable (column ``bad`` says why), of ``machines`` if given."""
+    df = read_rows(index_path(data_dir, dataset))
+    if "bad" not in df:
+        return df.iloc[:0]
+    bad = df[df["bad"] != ""]
+    return bad[bad["machine"].isin(machines)] if machines else bad
 
 
 def validate_index(df: pd.DataFrame, where: str = "index") -> None:

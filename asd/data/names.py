@@ -9,6 +9,8 @@
   eval test anonymised as ``section_{SS}_{NNNN}.wav``. 2024 counts from 1. Hidden attributes are the
   literal suffix ``noAttribute`` (:attr:`ClipName.hidden`); 2025 also has an empty suffix (``_0000_.wav``).
 - 2025 ``supplemental/``: ``section_{SS}_{kind}_{NNNN}[_attrs].wav`` (e.g. ``section_00_machine_0001_.wav``).
+
+The extension matches in any case (``.wav``, ``.WAV``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from dataclasses import dataclass
 
 class NameError_(ValueError):
     """A file name that fits none of the known schemes."""
+
+
+class FolderMismatch(NameError_):
+    """A clip name that says another phase than the folder it lies in (e.g. a test clip in ``train/``)."""
 
 
 @dataclass(frozen=True)
@@ -37,15 +43,15 @@ class ClipName:
 
 
 _FULL = re.compile(
-    r"^section_(?P<sec>\d+)_(?P<dom>source|target)_(?P<phase>train|test)_(?P<label>normal|anomaly)_(?P<idx>\d+)(?:_(?P<attr>.*))?\.wav$"
+    r"^section_(?P<sec>\d+)_(?P<dom>source|target)_(?P<phase>train|test)_(?P<label>normal|anomaly)_(?P<idx>\d+)(?:_(?P<attr>.*))?\.(?i:wav)$"
 )
 # Ground-truth names of the 2024 eval list for RoboticArm lack the phase token.
-_NO_PHASE = re.compile(r"^section_(?P<sec>\d+)_(?P<dom>source|target)_(?P<label>normal|anomaly)_(?P<idx>\d+)(?:_(?P<attr>.*))?\.wav$")
-_ANON = re.compile(r"^section_(?P<sec>\d+)_(?P<idx>\d+)\.wav$")
-_ANON_2021 = re.compile(r"^section_(?P<sec>\d+)_(?P<dom>source|target)_test_(?P<idx>\d+)\.wav$")
-_Y2020 = re.compile(r"^(?P<label>normal|anomaly)_id_(?P<sec>\d+)_(?P<idx>\d+)\.wav$")
-_ANON_2020 = re.compile(r"^id_(?P<sec>\d+)_(?P<idx>\d+)\.wav$")
-_SUPPLEMENTAL = re.compile(r"^section_(?P<sec>\d+)_(?P<kind>[A-Za-z]+)_(?P<idx>\d+)(?:_(?P<attr>.*))?\.wav$")
+_NO_PHASE = re.compile(r"^section_(?P<sec>\d+)_(?P<dom>source|target)_(?P<label>normal|anomaly)_(?P<idx>\d+)(?:_(?P<attr>.*))?\.(?i:wav)$")
+_ANON = re.compile(r"^section_(?P<sec>\d+)_(?P<idx>\d+)\.(?i:wav)$")
+_ANON_2021 = re.compile(r"^section_(?P<sec>\d+)_(?P<dom>source|target)_test_(?P<idx>\d+)\.(?i:wav)$")
+_Y2020 = re.compile(r"^(?P<label>normal|anomaly)_id_(?P<sec>\d+)_(?P<idx>\d+)\.(?i:wav)$")
+_ANON_2020 = re.compile(r"^id_(?P<sec>\d+)_(?P<idx>\d+)\.(?i:wav)$")
+_SUPPLEMENTAL = re.compile(r"^section_(?P<sec>\d+)_(?P<kind>[A-Za-z]+)_(?P<idx>\d+)(?:_(?P<attr>.*))?\.(?i:wav)$")
 
 #: folder name as distributed -> phase
 PHASE_FOLDERS = {"train": "train", "test": "test", "source_test": "test", "target_test": "test",
@@ -111,7 +117,7 @@ def parse_clip(name: str, year: int, folder: str) -> ClipName:
     m = _FULL.match(name)
     if m:
         if m["phase"] != phase:
-            raise NameError_(f"{name!r} says phase {m['phase']!r} but lies in folder {folder!r}")
+            raise FolderMismatch(f"{name!r} says phase {m['phase']!r} but lies in folder {folder!r}")
         return _full(m)
     if phase == "test":
         m = _ANON_2021.match(name) if year == 2021 else _ANON.match(name)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from asd.config import ConfigError
+from asd.files import atomic, write_text
 
 SR = 16000
 ANOMALIES = ("impulses", "sidebands", "wobble", "missing_harmonic", "rubbing", "off_speed")
@@ -284,10 +285,8 @@ def generate(out_dir: str | Path, spec: ToySpec | None = None, machines: list[st
         if not dest.exists():
             rng = _rng(spec.seed, mt, split, *c["key"], "audio")
             wave = synthesize(mt, dict(c["attrs"]), c["domain"], c["anomaly"], rng, spec.seconds, spec.severity)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(".tmp.wav")
-            sf.write(str(tmp), wave, SR, subtype="PCM_16")
-            tmp.replace(dest)
+            with atomic(dest) as tmp:  # a hidden name of this process: never taken for a clip, never shared
+                sf.write(str(tmp), wave, SR, subtype="PCM_16", format="WAV")
         records.append(dict(path=str(rel), file=file, split=split, machine=mt, domain=c["domain"], phase=c["phase"],
                             label=c["label"], attributes=c["attrs"], anomaly=c["anomaly"], true_name=c["name"]))
     # The ground-truth list always covers every eval machine, whichever were generated this time.
@@ -295,5 +294,5 @@ def generate(out_dir: str | Path, spec: ToySpec | None = None, machines: list[st
         gt_lines[mt] = [f"{c['anon']},{c['name']}" for c in clip_plan(spec, mt, "eval") if "anon" in c]
     if gt_lines:  # the official list format: a machine line, then "anonymised,true name" rows
         lines = [ln for mt, rows in gt_lines.items() for ln in [mt, *sorted(rows)]]
-        (out_dir / "eval_data_list_toy.csv").write_text("\n".join(lines) + "\n")
+        write_text(out_dir / "eval_data_list_toy.csv", "\n".join(lines) + "\n")
     return records

@@ -5,27 +5,30 @@ any time. (The search keeps an *embedding store*, :mod:`asd.search.embeddings`.)
 
 Training reads each clip every epoch; decoding WAVs again each time costs more than a CPU training
 step of a small model. :class:`WaveStore` decodes the clips of some index rows once into
-``<data-dir>/<dataset>/cache/waves-<key>.npy`` (one file per machine, split and
-phase; clips end to end at their own length) plus an offsets file. The key hashes the clip paths, their sizes and modification times, the sample rate
-and the channel, so a changed file or another selection gets its own cache, and repeated runs and
-search trials skip decoding. Clips are stored at full length, so any ``data.clip_seconds`` and
-random crops read from the same cache. int16 is lossless for the 16-bit PCM of DCASE and the toy
-set and halves the size; reading through the page cache makes the in-memory case free.
+``<data-dir>/<dataset>/cache/waves-<key>.npy`` (one file per machine, split and phase; clips end
+to end at their own length) plus an offsets file. The key hashes each clip's *content*
+(:func:`asd.data.verify.fresh_hashes`: the hash ``prepare`` recorded, or a new one for a file whose
+stamp changed since), the sample rate, the channel and the checks applied, so a replaced clip can
+never be served from the cache of the old one, whatever its size and timestamps. Decoding goes
+through the same checks as ``prepare`` (:func:`asd.data.audio.decode`). Clips are stored at full
+length, so any ``data.clip_seconds`` and random crops read from the same cache. int16 is lossless
+for the 16-bit PCM of DCASE and the toy set and halves the size; reading through the page cache
+makes the in-memory case free.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from asd.config import Config
-from asd.data.audio import fix_length, read_wav
+from asd.data.audio import AudioError, Expect, decode, fix_length
 from asd.data.years import get_year
 from asd.errors import AsdError
+from asd.files import atomic
 
 
 def cache_dir_of(rows: pd.DataFrame) -> Path | None:
@@ -36,45 +39,50 @@ def cache_dir_of(rows: pd.DataFrame) -> Path | None:
     return Path(absp[: len(absp) - len(rel)]) / "cache" if absp.endswith(rel) else None
 
 
-def _key(paths: list[str], sample_rate: int, channel: int | None) -> str:
-    h = hashlib.sha256(f"{sample_rate}|{channel}".encode())
-    for p in paths:
-        st = os.stat(p)
-        h.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+def _key(hashes: list[str], expect: Expect, channel: int | None) -> str:
+    h = hashlib.sha256(f"v2|{expect}|{channel}".encode())
+    for x in hashes:
+        h.update(x.encode())
     return h.hexdigest()[:20]
 
 
 class _Chunk:
     """One group's clips end to end (int16) plus offsets, from the on-disk cache or decoded in memory."""
 
-    def __init__(self, paths: list[str], sample_rate: int, channel: int | None, cache_dir: Path | None,
+    def __init__(self, rows: pd.DataFrame, expect: Expect, channel: int | None, cache_dir: Path | None,
                  progress: str | None):
+        from asd.data.verify import fresh_hashes
+
+        paths, hashes = list(rows["abspath"]), fresh_hashes(rows)
         if cache_dir is None:
-            self.data, self.offsets = _decode(paths, sample_rate, channel, progress)
+            self.data, self.offsets = _decode(paths, hashes, expect, channel, progress)
             return
-        key = _key(paths, sample_rate, channel)
+        key = _key(hashes, expect, channel)
         data_f, off_f = cache_dir / f"waves-{key}.npy", cache_dir / f"waves-{key}.offsets.npy"
         if not (data_f.exists() and off_f.exists()):
-            data, offsets = _decode(paths, sample_rate, channel, progress)
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            # Atomic: a concurrent or killed writer never leaves a half file under the final name.
+            data, offsets = _decode(paths, hashes, expect, channel, progress)
+            # Atomic, under a name unique to this process: a concurrent or killed writer never leaves a
+            # half file under the final name, nor shares a temporary file with another writer.
             for arr, dest in ((data, data_f), (offsets, off_f)):
-                tmp = dest.with_name(f"{dest.stem}.{os.getpid()}.tmp.npy")
-                np.save(tmp, arr)
-                os.replace(tmp, dest)
+                with atomic(dest) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, arr)
         self.data = np.load(data_f, mmap_mode="r")
         self.offsets = np.load(off_f)
         if len(self.offsets) != len(paths) + 1:
             raise AsdError(f"{off_f}: cache holds {len(self.offsets) - 1} clips, expected {len(paths)}; "
-                               "delete the file and run again")
+                           "delete the file and run again")
 
 
-def _decode(paths, sample_rate, channel, progress) -> tuple[np.ndarray, np.ndarray]:
+def _decode(paths, hashes, expect, channel, progress) -> tuple[np.ndarray, np.ndarray]:
     from tqdm import tqdm
 
     clips = []
-    for p in tqdm(paths, desc=progress, unit="clip", leave=False, disable=progress is None or len(paths) < 50):
-        w = read_wav(p, sample_rate, channel)
+    for p, sha in tqdm(list(zip(paths, hashes)), desc=progress, unit="clip", leave=False,
+                       disable=progress is None or len(paths) < 50):
+        data = Path(p).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:  # keyed under one content, about to store another
+            raise AudioError(f"{p}: the file changed while it was being read; run the command again")
+        w = decode(data, p, expect, channel)
         clips.append(np.clip(np.round(w * 32768.0), -32768, 32767).astype(np.int16))
     offsets = np.zeros(len(clips) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(c) for c in clips])
@@ -89,18 +97,20 @@ class WaveStore:
 
     Args:
         cache_dir: where to keep the on-disk cache; ``None`` decodes into memory only.
+        expect: what every clip must be (default: ``sample_rate``, any channel count and duration).
     """
 
     def __init__(self, rows: pd.DataFrame, sample_rate: int, channel: int | None = None,
-                 cache_dir: str | Path | None = None, progress: str | None = None):
+                 cache_dir: str | Path | None = None, progress: str | None = None, expect: Expect | None = None):
         cache_dir = Path(cache_dir) if cache_dir is not None else None
+        expect = expect or Expect(sample_rate, None)
         self.chunks: list[_Chunk] = []
         self.where = np.zeros((len(rows), 2), dtype=np.int64)  # row -> (chunk, position in chunk)
         pos = np.arange(len(rows))
         for (machine, split, phase), g in rows.assign(_pos=pos).groupby(["machine", "split", "phase"], sort=True):
             desc = f"{progress} {machine}/{split}/{phase}" if progress else None
             self.where[g["_pos"].to_numpy()] = np.c_[np.full(len(g), len(self.chunks)), np.arange(len(g))]
-            self.chunks.append(_Chunk(list(g["abspath"]), sample_rate, channel, cache_dir, desc))
+            self.chunks.append(_Chunk(g, expect, channel, cache_dir, desc))
 
     def __len__(self) -> int:
         return len(self.where)
@@ -136,7 +146,10 @@ def channel_of(cfg: Config) -> int | None:
 
 def wave_store(rows: pd.DataFrame, cfg: Config, desc: str | None = None) -> WaveStore:
     """A :class:`WaveStore` over ``rows``, cached on disk unless ``data.cache`` is off."""
-    return WaveStore(rows, cfg.data.sample_rate, channel_of(cfg), cache_dir_of(rows) if cfg.data.cache else None, desc)
+    year = get_year(cfg.data.dataset)
+    expect = Expect(cfg.data.sample_rate, year.channels, year.min_seconds, year.max_seconds)
+    return WaveStore(rows, cfg.data.sample_rate, channel_of(cfg), cache_dir_of(rows) if cfg.data.cache else None, desc,
+                     expect)
 
 
 def load_waves(rows: pd.DataFrame, cfg: Config, desc: str | None = None) -> np.ndarray:

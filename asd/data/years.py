@@ -65,6 +65,28 @@ class Year:
     # 16 kHz; x2 for stereo); not verified against the Zenodo records.
     download_gb: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Clip durations accepted (asd.data.verify): SPEC.md gives no minimum and the per-machine lengths
+    # are unverified, so the bounds are ours: at least 1 s, at most 1.5 x ASDKit's per-year maximum.
+    min_seconds: float = 1.0
+    max_clip_seconds: float | None = None  # None: 1.5 x clip_seconds
+
+    @property
+    def max_seconds(self) -> float:
+        return self.max_clip_seconds or 1.5 * self.clip_seconds
+
+    def expect(self, max_seconds: float | None = None):
+        """What every clip of this year must be (:class:`asd.data.audio.Expect`); ``max_seconds`` raises the limit."""
+        from asd.data.audio import Expect
+
+        return Expect(self.sample_rate, self.channels, self.min_seconds, max_seconds or self.max_seconds)
+
+    def max_member_bytes(self, max_seconds: float | None = None) -> int:
+        """The largest archive member accepted: a float32 WAV of the longest clip, plus 1 MB for headers."""
+        return int((max_seconds or self.max_seconds) * self.sample_rate * self.channels * 4) + (1 << 20)
+
+    def max_archive_bytes(self) -> int:
+        """The largest archive accepted, unpacked: twice the year's largest per-split download estimate."""
+        return int(2 * max(self.download_gb.values() or [1.0]) * 1e9)
 
     def sections(self, split: str, machine: str) -> tuple[int, ...]:
         if machine in self.section_overrides:
@@ -262,7 +284,8 @@ YEARS: dict[str, Year] = {
                     "eval test archives and ground truth are not published: --split eval fetches eval train only",
                     "official counts are not known here; --check only reports ground-truth problems")),
         # The built-in synthetic set: DCASE 2023 layout and rules (see asd.data.toy).
-        Year("toy", 2023, ("fan", "gearbox", "bearing", "valve"), ("pump", "slider"), 4.0, "hmean2022"),
+        Year("toy", 2023, ("fan", "gearbox", "bearing", "valve"), ("pump", "slider"), 4.0, "hmean2022",
+             min_seconds=0.25, max_clip_seconds=60.0),  # any --toy seconds=...; prepare checks the exact length
     ]
 }
 

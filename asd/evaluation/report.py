@@ -66,8 +66,13 @@ def build_report(runs: pd.DataFrame) -> Report:
     parts = []
     for split in ("dev", "eval"):
         t = _mean_std(runs, f"{split}/official", ["recipe", "backend", "dataset"])
-        parts.append(t.assign(split=split))
+        if len(t):  # a store of --split dev runs has no eval results: no eval column, not an empty one
+            parts.append(t.assign(split=split))
+    if not parts:
+        raise RunError("no evaluate run has a dev/official or eval/official score (every official number was "
+                       "missing: see tables/missing_metrics.csv of the runs)")
     main = pd.concat(parts, ignore_index=True)[["recipe", "backend", "dataset", "split", "mean", "std", "n_seeds"]]
+    main = main.astype({"mean": float, "std": float, "n_seeds": int})
     main = main.sort_values(["recipe", "backend", "dataset", "split"], ignore_index=True)
     machines = {}
     for split in ("dev", "eval"):
@@ -83,9 +88,9 @@ def build_report(runs: pd.DataFrame) -> Report:
 
 
 def _cell(mean: float, std: float) -> str:
-    if np.isnan(mean):
+    if pd.isna(mean):
         return ""
-    return f"{100 * mean:.2f}" + ("" if np.isnan(std) else f" ± {100 * std:.2f}")
+    return f"{100 * mean:.2f}" + ("" if pd.isna(std) else f" ± {100 * std:.2f}")
 
 
 def wide(long: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -158,8 +163,7 @@ def run_report(experiment: str | None, out_dir: str | Path, filter_string: str |
     from asd import tracking
 
     experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(tracking.DEFAULT_URI)
+    tracking.init_store()
     rep = build_report(search_evaluate_runs(experiment, filter_string))  # before setup: it would create it
     table, files = write_report(rep, out_dir)
     tracking.setup(experiment)

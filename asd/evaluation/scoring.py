@@ -13,7 +13,7 @@ import pandas as pd
 
 from asd.data.years import get_year
 from asd.detector import Detector
-from asd.evaluation.metrics import RULES, decision_summary, official_ci95, official_score, section_metrics
+from asd.evaluation.metrics import RULES, MetricError, decision_summary, official_ci95, official_score, section_metrics
 from asd.training import Embeddings
 
 
@@ -24,10 +24,16 @@ class EvalResult:
     sections: pd.DataFrame  # one row per (split, machine, section) with every metric
     thresholds: dict[str, float] = field(default_factory=dict)
     unlabelled: int = 0
+    missing: dict[str, str] = field(default_factory=dict)  # official numbers that cannot be computed -> why
 
 
-def compute_metrics(scores: pd.DataFrame, dataset: str) -> tuple[dict[str, float], pd.DataFrame]:
+def compute_metrics(scores: pd.DataFrame, dataset: str, missing: dict[str, str] | None = None
+                    ) -> tuple[dict[str, float], pd.DataFrame]:
     """Per-section metrics, per-machine aggregates and the official scores of the year's rule.
+
+    An official score the year's rule cannot compute on the clips given (e.g. the 2021 rule on test
+    clips of one domain) is left out and its reason put in ``missing`` (``{metric name: why}``);
+    without ``missing`` it raises :class:`MetricError`.
 
     ``scores``: one row per test clip with ``split, machine, section, domain, label, score`` and
     optionally ``decision`` (0/1). Clips labelled ``unknown`` are ignored.
@@ -61,22 +67,41 @@ def compute_metrics(scores: pd.DataFrame, dataset: str) -> tuple[dict[str, float
                 for r in records:
                     if pd.notna(r[col]):
                         metrics[f"{machine}/section_{r['section']:02d}/{col}"] = float(r[col])
-        metrics[f"{machine}/official"] = official_score(year.rule, records)
+        _official(year.rule, records, f"{machine}/official", metrics, missing)
         for split, gs in g.groupby("split"):
-            metrics[f"{machine}/{split}_official"] = official_score(year.rule, gs.to_dict("records"))
+            _official(year.rule, gs.to_dict("records"), f"{machine}/{split}_official", metrics, missing)
     # per split ("dev/official", ...), then every labelled section pooled ("official", ...)
     scopes = [(f"{s}/", sections["split"] == s, lab["split"] == s) for s in sorted(lab["split"].unique())]
     for prefix, sec_sel, clip_sel in [*scopes, ("", slice(None), slice(None))]:
         secs, clips = sections[sec_sel], lab[clip_sel]
-        metrics[f"{prefix}official"] = official_score(year.rule, secs.to_dict("records"))
+        _official(year.rule, secs.to_dict("records"), f"{prefix}official", metrics, missing)
         ci = official_ci95((clips["label"] == "anomaly").to_numpy(), clips["score"].to_numpy())
         metrics.update({f"{prefix}{k}": v for k, v in ci.items()})
         metrics.update({f"{prefix}{k}": v for k, v in decision_summary(secs.to_dict("records")).items()})
     return metrics, sections
 
 
+def _official(rule: str, records: list[dict], key: str, metrics: dict, missing: dict | None) -> None:
+    try:
+        metrics[key] = official_score(rule, records)
+    except MetricError as e:
+        if missing is None:
+            raise
+        missing[key] = str(e)
+
+
 def evaluate(detector: Detector, emb: Embeddings) -> EvalResult:
-    """Fit ``detector``'s backends on the training clips of ``emb``, score its test clips, compute metrics."""
+    """Fit ``detector``'s backends on the training clips of ``emb``, score its test clips, compute metrics.
+
+    Raises:
+        MetricError: no test clip has a label (nothing can be measured).
+    """
     scores = detector.fit(emb).score(emb)
-    metrics, sections = compute_metrics(scores, detector.cfg.data.dataset)
-    return EvalResult(scores, metrics, sections, detector.thresholds, int((scores["label"] == "unknown").sum()))
+    unlabelled = int((scores["label"] == "unknown").sum())
+    if unlabelled == len(scores):
+        raise MetricError(f"none of the {len(scores)} test clips scored has a label (ground truth not published or "
+                          "not prepared); evaluate machines whose test clips are labelled (--machines), or export "
+                          "the scores for the organisers")
+    missing: dict[str, str] = {}
+    metrics, sections = compute_metrics(scores, detector.cfg.data.dataset, missing)
+    return EvalResult(scores, metrics, sections, detector.thresholds, unlabelled, missing)

@@ -12,7 +12,9 @@ final metrics of every machine, dev and eval; only ``objective`` steers the sear
 kept by config in the embedding store (asd.search.embeddings), so trials that differ only in the backend skip training.
 
 Workers send Optuna heartbeats; a trial whose worker died (e.g. SIGKILL) is marked FAIL by the next
-worker that looks, and re-queued with the same parameters (RetryHeartbeatStaleTrialCallback).
+worker that looks, and re-queued with the same parameters (RetryHeartbeatStaleTrialCallback): at once
+when the dead worker ran on the same host (its process is gone), else after ``grace`` seconds without
+a heartbeat. Creating, joining, repairing and deleting studies is :mod:`asd.search.study`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from asd import tracking
 from asd.config import ConfigError
@@ -29,15 +30,11 @@ from asd.config.overrides import split_kv
 from asd.config.recipes import load_recipe
 from asd.errors import AsdError
 from asd.search import runs as st
-from asd.search.space import Space, check_recipes, load_space, parse_space
+from asd.search.study import await_parent, load_existing, open_study
+from asd.search.workers import fail_dead_trials
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
-ALIASES = {"dev_official": "dev/official", "eval_official": "eval/official"}
-PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "threshold": "ThresholdPruner",
-           "percentile": "PercentilePruner", "none": "NopPruner"}
-# --set keys that may differ between workers of one study (each machine picks its own device).
-WORKER_LOCAL = ("train.device", "train.num_threads")
 
 
 @dataclass
@@ -58,141 +55,24 @@ class SearchSettings:
     grace: int = 120  # seconds without a heartbeat after which a running trial is stale
     cache: bool = True
     experiment: str | None = None
+    reset_settings: bool = False  # replace the study's recorded space, --set and objective with these
 
     @property
     def name(self) -> str:
         return self.study_name or f"asd-{self.dataset}"
 
 
-def metric_name(objective: str) -> str:
-    """``dev_official`` -> ``dev/official``; any other name is an MLflow metric name as logged."""
-    return ALIASES.get(objective, objective)
-
-
-def make_pruner(spec: str):
-    """``median`` (default), ``hyperband``, ``none`` or ``NAME:key=value,...``, e.g. ``threshold:lower=0.9``."""
-    import optuna
-    import yaml
-
-    name, _, args = spec.partition(":")
-    if name not in PRUNERS:
-        raise ConfigError(f"unknown pruner {name!r}; available: {', '.join(PRUNERS)} (e.g. median:n_startup_trials=3)")
-    kwargs = {k: yaml.safe_load(v) for k, v in (split_kv(a) for a in args.split(",") if a.strip())}
-    return getattr(optuna.pruners, PRUNERS[name])(**kwargs)
-
-
-def make_storage(url: str, heartbeat: int = 30, grace: int = 120):
-    """An Optuna RDB storage with heartbeats: a trial silent for ``grace`` seconds is failed and retried."""
-    import warnings
-
+def _sampler(s: SearchSettings, done: int = 0):
+    """The sampler; with ``--seed`` seeded from it and the number of trials the study holds already, so
+    that a resumed worker does not draw the parameters of its earlier life again."""
     import optuna
 
-    # Heartbeats and the retry callback are "experimental" in Optuna 5 but are its supported way.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-    import sqlalchemy.exc
-
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                              heartbeat_stale_trial_callback=st.StaleTrialCallback())
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
-            # Workers started together on an empty database race to create Optuna's tables; the loser
-            # retries and finds them made. A persistent error (bad URL, no server) still surfaces.
-            if attempt == 4:
-                raise
-            time.sleep(1.0 + attempt)
-
-
-def _sampler(s: SearchSettings):
-    import optuna
-
+    seed = None if s.seed is None else (s.seed * 1_000_003 + done) % 2**32
     if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=s.seed)
+        return optuna.samplers.TPESampler(seed=seed)
     raise ConfigError(f"unknown sampler {s.sampler!r}; available: tpe, random")
-
-
-def open_study(s: SearchSettings):
-    """Create or join the study; returns ``(study, space, objective metric, parent run id)``.
-
-    The creator (the one worker whose ``create_study`` succeeds; the storage makes that unique)
-    records the space, overrides and objective in the study and creates the MLflow parent run before
-    any trial; joining workers wait for the parent and use the recorded settings.
-    """
-    import optuna
-
-    storage = make_storage(s.storage, s.heartbeat, s.grace)
-    fixed_keys = {split_kv(x)[0] for x in s.sets}
-    kw = dict(study_name=s.name, storage=storage, sampler=_sampler(s), pruner=make_pruner(s.pruner))
-    space = None
-    if s.name not in optuna.study.get_all_study_names(storage):
-        space = load_space(s.space, fixed_keys)  # a bad space must fail before the study exists
-        check_recipes(space, dict(split_kv(x) for x in s.sets), s.space or "the default search space")
-    try:
-        if space is None:
-            raise optuna.exceptions.DuplicatedStudyError(s.name)
-        study = optuna.create_study(direction=s.direction, **kw)
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(**kw)
-        return (study, *_join(study, s, fixed_keys))
-    try:
-        return _create(study, s, space)
-    except BaseException:
-        optuna.delete_study(study_name=s.name, storage=storage)  # half-made: let the next try start afresh
-        raise
-
-
-def _create(study, s: SearchSettings, space: Space):
-    from sqlalchemy.engine import make_url
-
-    objective = metric_name(s.objective or "dev_official")
-    attrs = {"asd.space": space.source, "asd.sets": json.dumps(s.sets), "asd.objective": objective,
-             "asd.dataset": s.dataset, "asd.data_dir": str(s.data_dir)}
-    for k, v in attrs.items():
-        study.set_user_attr(k, v)
-    params = {"search.study": s.name, "search.objective": objective, "search.direction": s.direction,
-              "search.pruner": s.pruner, "search.sampler": s.sampler, "search.n_trials": str(s.n_trials),
-              "search.storage": make_url(s.storage).render_as_string(hide_password=True),
-              "search.recipe": space.recipe or "(searched)", "search.sets": " ".join(s.sets),
-              "data.dataset": s.dataset}
-    parent = st.create_parent(tracking.experiment_id(s.experiment), s.name, params, space.source,
-                              {"asd.dataset": s.dataset})
-    study.set_user_attr(st.PARENT_ATTR, parent)  # last: joining workers wait for it
-    return study, space, objective, parent
-
-
-def _join(study, s: SearchSettings, fixed_keys: set[str], wait: float = 120.0):
-    import yaml
-
-    t0 = time.time()
-    while st.PARENT_ATTR not in study.user_attrs:
-        if time.time() - t0 > wait:
-            raise AsdError(f"study {s.name!r} exists but its creator never recorded an MLflow parent run "
-                               f"(crashed during setup?); delete the study or use another --study-name")
-        time.sleep(0.5)
-    a = study.user_attrs
-    stored_sets = json.loads(a["asd.sets"])
-    is_local = lambda x: split_kv(x)[0] in WORKER_LOCAL  # noqa: E731
-    shared = sorted(x for x in s.sets if not is_local(x))
-    if shared and shared != sorted(x for x in stored_sets if not is_local(x)):
-        raise ConfigError(f"study {s.name!r} was created with --set {' '.join(stored_sets) or '(none)'}, not "
-                          f"{' '.join(s.sets)}; omit --set to reuse the study's, or use another --study-name")
-    mine = [x for x in s.sets if is_local(x)]  # this machine's device wins over the creator's
-    mine_keys = {split_kv(x)[0] for x in mine}
-    sets = [x for x in stored_sets if split_kv(x)[0] not in mine_keys] + mine
-    if s.space and Path(s.space).read_text() != a["asd.space"]:
-        raise ConfigError(f"study {s.name!r} was created with another search space than {s.space}; "
-                          "omit --space to reuse the study's, or use another --study-name")
-    if s.objective and metric_name(s.objective) != a["asd.objective"]:
-        raise ConfigError(f"study {s.name!r} optimises {a['asd.objective']}, not {metric_name(s.objective)}")
-    if a["asd.dataset"] != s.dataset:
-        raise ConfigError(f"study {s.name!r} searches dataset {a['asd.dataset']!r}, not {s.dataset!r}")
-    s.sets = sets
-    keys = fixed_keys | {split_kv(x)[0] for x in sets}
-    space = parse_space(yaml.safe_load(a["asd.space"]) or {}, a["asd.space"], f"study {s.name}", keys)
-    return space, a["asd.objective"], a[st.PARENT_ATTR]
 
 
 def _counts(study) -> tuple[int, int, int]:
@@ -211,7 +91,8 @@ def run_search(s: SearchSettings) -> str:
 
     tracking.setup(s.experiment)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, space, objective, parent = open_study(s)
+    study, space, objective, parent = open_study(s, _sampler(s))
+    study.sampler = _sampler(s, len(study.trials))
     launcher = tracking.take_launcher_run()  # `mlflow run` joining an existing study
     if launcher:
         tracking.client().set_tag(launcher, "asd.stage", "search-worker")
@@ -222,7 +103,8 @@ def run_search(s: SearchSettings) -> str:
     poll = max(1.0, min(s.heartbeat, 10))
     try:
         while True:
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + a WAITING retry
+            fail_dead_trials(study)  # a dead local worker's trial -> FAIL + a WAITING retry, at once
+            optuna.storages.fail_stale_trials(study)  # the same after --grace s without heartbeat (any host)
             done, running, waiting = _counts(study)
             if done >= s.n_trials:
                 break
@@ -242,10 +124,15 @@ def best_trial(s: SearchSettings):
     ``load_recipe(recipe, {**overrides, "data.dataset": dataset})`` is that trial's config (its seed included).
     """
     import optuna
+    import yaml
 
-    study = optuna.load_study(study_name=s.name, storage=s.storage)
+    from asd.search.space import parse_space
+
+    study = load_existing(s)
+    await_parent(study, s, 0, repair=False)
     a = study.user_attrs
-    space, objective, _ = _join(study, SearchSettings(dataset=a["asd.dataset"], study_name=s.name), set(), 0)
+    space = parse_space(yaml.safe_load(a["asd.space"]) or {}, a["asd.space"], f"study {s.name}", set())
+    objective = a["asd.objective"]
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise AsdError(f"study {s.name!r} has no complete trial yet ({len(study.trials)} trials)")

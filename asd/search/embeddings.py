@@ -3,8 +3,10 @@
 Trials that differ only in the backend (``backend.*``) reuse the :class:`~asd.training.Embeddings` of an
 identical frontend, so they cost a backend fit instead of a training run. The key hashes the resolved
 config without ``backend.*`` and without settings that cannot change the embeddings (the recipe's name,
-the device, the thread count), together with the clip index's size and modification time, so
-re-preparing the data invalidates every entry (and a pretrained base's file sizes and times).
+the device, the thread count), together with the clips' index rows and each clip's *content* hash
+(:func:`asd.data.verify.content_digest`), so a replaced clip or a corrected label can never be served
+from an entry computed before.
+The files of a pretrained base are in the key too (names, sizes, times).
 
 The seed stays in the key: two seeds give two different frontends, and a search that fixes the seed
 (the default, 0) still shares every frontend across backends.
@@ -40,12 +42,14 @@ def store_dir(data_dir: str | Path, dataset: str) -> Path:
     return Path(data_dir) / dataset / "cache" / "embeddings"
 
 
-def frontend_key(cfg: Config, index_file: str | Path) -> str:
-    """A 20-hex-digit key for ``cfg``'s frontend on the clip index ``index_file`` (and on the files of
-    its pretrained base, if it has one: a base replaced under the same name gets new entries)."""
+def frontend_key(cfg: Config, rows: pd.DataFrame) -> str:
+    """A 20-hex-digit key for ``cfg``'s frontend on the clips ``rows`` (index rows with ``abspath``), and on
+    the files of its pretrained base, if it has one (a base replaced under the same name gets new entries)."""
+    from asd.data.index import COLUMNS
+    from asd.data.verify import content_digest
+
     flat = {k: v for k, v in cfg.flat().items() if not k.startswith("backend.") and k not in NEUTRAL}
-    st = Path(index_file).stat()
-    doc = {"config": flat, "index": [st.st_size, st.st_mtime_ns]}
+    doc = {"config": flat, "clips": content_digest(rows, COLUMNS)}
     if cfg.model.checkpoint:
         doc["base"] = _base_stamp(cfg.model.checkpoint)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]

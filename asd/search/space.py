@@ -116,7 +116,10 @@ def validate(space: Space, where: str = "search space") -> None:
     for key in space.fixed:
         if key not in known:
             raise ConfigError(f"{where}: fixed {key!r} is not a config key")
-    apply_overrides(Config(), {k: v for k, v in space.fixed.items()})  # type errors surface here
+    apply_overrides(Config(), {k: v for k, v in space.fixed.items()})  # type and range errors surface here
+    for p in space.params:
+        if p.name in known:
+            _check_values(p, where)
     registries = {"recipe": _recipes, "loss.name": _losses, "backend.name": _backends, "model.name": _models}
     for key, names in registries.items():
         wanted = set()
@@ -151,6 +154,14 @@ def check_recipes(space: Space, sets: dict[str, Any], where: str = "search space
                 load_recipe(recipe, {**space.fixed, **variant, **sets})
             except ConfigError as e:
                 raise ConfigError(f"{where}: recipe {recipe}: {e}") from None
+
+
+def _check_values(p: Param, where: str) -> None:
+    """Every value a parameter can take (its choices, or both ends of its range) is allowed for its key."""
+    from asd.config.overrides import apply_overrides
+
+    for v in [*p.values, *([p.otherwise] if p.has_otherwise else [])]:
+        apply_overrides(Config(), {p.name: v}, where=f"{where}: parameter {p.name} {p.kind} {p.values} can take ")
 
 
 def _recipes() -> set[str]:

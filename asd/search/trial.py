@@ -21,6 +21,7 @@ from asd.detector import Detector
 from asd.search import embeddings as store
 from asd.search import runs
 from asd.search.space import Space, sample
+from asd.search.workers import WORKER_ATTR, me
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TrialRunner:
         t0 = time.time()
         cfg, switches = self.config(trial)
         params = {**cfg.flat(), **{f"search.{k}": v for k, v in switches.items()}}
+        trial.set_user_attr(WORKER_ATTR, me())  # first: if this process dies, a local worker retries at once
         rid = runs.start_trial(self.exp_id, self.parent, self.study_name, trial.number, params)
         trial.set_user_attr(runs.RUN_ATTR, rid)
         state = "FAIL"
@@ -77,11 +79,10 @@ class TrialRunner:
     def _run(self, trial, cfg: Config, rid: str) -> float:
         import optuna
 
-        from asd.data.index import index_path
         from asd.training import trains
 
         index = self.index(cfg)
-        key = store.frontend_key(cfg, index_path(self.s.data_dir, cfg.data.dataset))
+        key = store.frontend_key(cfg, index)
         emb = store.load(self.store_root, key) if self.s.cache else None
         c = tracking.client()
         c.set_tag(rid, "asd.frontend_key", key)
@@ -92,11 +93,15 @@ class TrialRunner:
         elif emb is None:
             emb = Detector(cfg).embed(index)
             self._store(key, emb)
-        metrics = self._score(emb, cfg)
+        result = self._score(emb, cfg)
+        metrics = result.metrics
         tracking.log_metrics(rid, metrics, step=cfg.train.epochs)
         for k in ("official", "dev/official", "eval/official"):
             if k in metrics:
                 trial.set_user_attr(k, metrics[k])
+        if self.objective in result.missing:
+            raise ConfigError(f"objective {self.objective!r} cannot be computed on these clips: "
+                              f"{result.missing[self.objective]}")
         if self.objective not in metrics:
             raise ConfigError(f"objective {self.objective!r} is not among the logged metrics "
                               f"({', '.join(sorted(metrics)[:20])}, ...); pick one with --objective")
@@ -111,10 +116,10 @@ class TrialRunner:
         if self.s.cache:
             store.save(self.store_root, key, emb)
 
-    def _score(self, emb, cfg: Config) -> dict:
+    def _score(self, emb, cfg: Config):
         from asd.evaluation.scoring import evaluate
 
-        return evaluate(Detector(cfg), emb).metrics
+        return evaluate(Detector(cfg), emb)
 
     def _train(self, trial, cfg: Config, index, rid: str, key: str):
         """Train the frontend; after each epoch score the objective for the pruner; return full embeddings."""
@@ -137,7 +142,7 @@ class TrialRunner:
                 if last:  # the last epoch's embeddings are the trial's result
                     final["emb"] = emb
                     self._store(key, emb)
-                value = self._score(emb, cfg).get(self.objective)
+                value = self._score(emb, cfg).metrics.get(self.objective)
                 tracking.log_metrics(rid, {**stats, **({self.objective: value} if value is not None else {})},
                                      step=epoch)
                 if value is not None:

@@ -97,14 +97,38 @@ def unused_settings(cfg: Config, base: Config | None = None) -> dict[str, str]:
 
 
 def check_config(cfg: Config, base: Config | None = None) -> None:
-    """Refuse a ``train.*`` setting that ``cfg``'s family would ignore (see :func:`unused_settings`),
-    and a config the family cannot run (its ``check``)."""
+    """Refuse what ``cfg``'s family cannot honour: a ``train.*`` setting it would ignore (see
+    :func:`unused_settings`), fewer epochs than it needs, clips shorter than its analysis window, a
+    loss or backend name that is not registered, or what the family's own ``check`` refuses (e.g. a
+    pretrained recipe without its base checkpoint).
+    """
+    from asd.data.waves import clip_samples
+
+    fam = family(cfg.model.name)
+    where = f"recipe {cfg.recipe!r} (model {cfg.model.name}, {family_name(cfg.model.name)} family)"
     for key, why in unused_settings(cfg, base).items():
-        raise ConfigError(f"{key}={cfg.flat()[key]} does not apply to recipe {cfg.recipe!r} "
-                          f"(model {cfg.model.name}, {family_name(cfg.model.name)} family): {why}")
-    check = getattr(family(cfg.model.name), "check", None)
-    if check:
-        check(cfg)
+        raise ConfigError(f"{key}={cfg.flat()[key]} does not apply to {where}: {why}")
+    least = getattr(fam, "MIN_EPOCHS", 1)
+    if cfg.train.epochs < least:
+        raise ConfigError(f"train.epochs={cfg.train.epochs} trains nothing: {where} needs train.epochs >= {least}")
+    need = fam.min_samples(cfg) if hasattr(fam, "min_samples") else 0
+    if clip_samples(cfg) < need:
+        raise ConfigError(f"data.clip_seconds={cfg.data.clip_seconds:g} gives {clip_samples(cfg)} samples per clip, "
+                          f"fewer than the {need} that {where} needs to compute its features; use a longer clip")
+    _check_names(cfg)
+    if hasattr(fam, "check"):
+        fam.check(cfg)
+
+
+def _check_names(cfg: Config) -> None:
+    """The loss and backend names exist (a typo fails here, before training, not at evaluation)."""
+    from asd.backends import backend_class
+
+    backend_class(cfg.backend.name)  # raises with the available names
+    if cfg.loss.name not in ("mse", "none"):
+        from asd.losses import REGISTRY
+
+        REGISTRY.get(cfg.loss.name)
 
 
 def model_summary(cfg: Config, checkpoint: dict | None) -> tuple[dict[str, float], dict[str, str]]:
@@ -135,8 +159,11 @@ def train(cfg: Config, index: pd.DataFrame, ckpt_dir: str | Path, on_epoch: Epoc
 
     check_config(cfg)
     rows = index[index["phase"] == "train"].reset_index(drop=True)
-    if rows.empty:
-        raise ClipIndexError("no training clips in the index for the selected machines")
+    lacking = sorted(set(index["machine"]) - set(rows["machine"]))
+    if lacking:
+        raise ClipIndexError(f"machine(s) {', '.join(lacking)} have no training clip in the index (bad clips left "
+                             "out by --skip-bad? see bad_clips.csv): their detector cannot be fitted; leave them out "
+                             "with --machines, or replace the clips and re-run `asd prepare`")
     return family(cfg.model.name).train(cfg, rows, Path(ckpt_dir), on_epoch, resume)
 
 

@@ -24,6 +24,11 @@ from asd.training import runtime as rt
 UNUSED = {"train.channels_last": "the autoencoder has no convolutions"}
 
 
+def min_samples(cfg: Config) -> int:
+    """A clip must hold one analysis window and ``features.frames`` frames (centred STFT)."""
+    return max(cfg.features.n_fft, (cfg.features.frames - 1) * cfg.features.hop)
+
+
 def vectors(cfg: Config, waves: np.ndarray, device: torch.device, chunk: int = 64) -> torch.Tensor:
     """Log-mel frame vectors ``(clips, frames', n_mels * frames)`` on ``device``."""
     from asd.features import frame_vectors, mel_spectrogram

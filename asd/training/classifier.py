@@ -31,6 +31,11 @@ from asd.training import runtime as rt
 UNUSED = {"train.val_fraction": "the classifier trains on every training clip (no validation split)"}
 
 
+def min_samples(cfg: Config) -> int:
+    """A clip must hold the largest STFT window (and the model's 1024-sample minimum)."""
+    return max([1024, *[int(n) for n in cfg.model.stft_sizes]])
+
+
 def model_args(cfg: Config) -> dict:
     """The model's constructor arguments (the model takes the ones its signature names)."""
     return dict(n_samples=clip_samples(cfg), sample_rate=cfg.data.sample_rate,

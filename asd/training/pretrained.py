@@ -25,6 +25,7 @@ from asd.data.waves import clip_samples
 from asd.training import EpochCallback, TrainResult, classifier
 
 UNUSED = dict(classifier.UNUSED)
+MIN_EPOCHS = 0  # the frozen raw_* recipes train nothing
 _NOTHING = "this config trains nothing (frozen encoder, mean pooling, no Linear head): it embeds with the base itself"
 TRAINING_KEYS = ("train.epochs", "train.batch_size", "train.lr", "train.optimizer", "train.weight_decay",
                  "train.val_fraction", "train.grad_clip", "train.warmup_steps")

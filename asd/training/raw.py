@@ -18,10 +18,16 @@ _TRAINING = "the raw frontends have nothing to train"
 UNUSED = {k: _TRAINING for k in ("train.epochs", "train.batch_size", "train.lr", "train.optimizer",
                                   "train.weight_decay", "train.val_fraction", "train.grad_clip",
                                   "train.warmup_steps")}
+MIN_EPOCHS = 0  # nothing to train
 
 
 def trains(cfg: Config) -> bool:
     return False
+
+
+def min_samples(cfg: Config) -> int:
+    """A clip must hold one analysis window."""
+    return cfg.features.n_fft
 
 
 def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallback | None,

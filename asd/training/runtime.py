@@ -195,25 +195,37 @@ def save_checkpoint(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+KINDS = ("asd reads only the checkpoints it writes: checkpoints/last.pt of a train run of a trained recipe "
+         "(ae or classifier family), or frontend.pt of a saved detector")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint written by ``asd`` (``torch.load`` with ``weights_only=True``).
 
     Raises:
-        CheckpointError: the file is missing, empty, unreadable or not an ``asd`` checkpoint.
+        CheckpointError: the file is missing, empty, not a torch file, holds Python objects (which are
+            never loaded: a file made elsewhere cannot run code here), or is not an ``asd`` checkpoint.
     """
+    import pickle
+    import zipfile
+
     path = Path(path)
-    kinds = "asd writes checkpoints/last.pt in every train run of a trained recipe"
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found ({kinds})")
+        raise CheckpointError(f"{path}: checkpoint not found; {KINDS}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint; train again or use another run")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle, zip and unpickling errors alike
-        raise CheckpointError(f"{path}: not a checkpoint asd can read ({type(e).__name__}: {str(e)[:200]}); "
-                              f"{kinds}; files holding arbitrary Python objects are refused") from None
+    except pickle.UnpicklingError:
+        if zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path}: a torch file holding Python objects asd does not load (only tensors and "
+                                  f"plain containers are read, so no file can run code here); {KINDS}") from None
+        raise CheckpointError(f"{path}: not a torch checkpoint; {KINDS}") from None
+    except Exception as e:  # noqa: BLE001 - zip, EOF and runtime errors of a damaged file alike
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: it is damaged or "
+                              f"truncated); {KINDS}") from None
     if not isinstance(ckpt, dict) or not {"family", "config", "state"} <= set(ckpt):
-        raise CheckpointError(f"{path}: a torch file but not an asd checkpoint (no family/config/state); {kinds}")
+        raise CheckpointError(f"{path}: a torch file but not an asd checkpoint (no family/config/state); {KINDS}")
     return ckpt
 
 

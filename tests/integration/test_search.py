@@ -89,9 +89,9 @@ def test_default_space_validates():
 
 def test_cache_key_and_atomic_entries(tmp_path, toy_dir):
     from asd.search import embeddings as search_cache
-    from asd.data.index import index_path
+    from asd.data.index import read_index
 
-    idx = index_path(toy_dir, "toy")
+    idx = read_index(toy_dir, "toy")
     a = load_recipe("ae", {"backend.name": "knn", "backend.k": 1})
     b = load_recipe("ae", {"backend.name": "recon", "train.device": "cpu"})
     assert search_cache.frontend_key(a, idx) == search_cache.frontend_key(b, idx)
@@ -173,8 +173,10 @@ fixed: {data.clip_seconds: 1, data.machines: fan, train.epochs: 6}
 params:
   model.bottleneck: {choice: [4, 8]}
 """)
+    # --grace far beyond the test's timeout: the resumed worker must see that the killed worker's process
+    # is gone and retry its trial at once, not wait for the heartbeat to go stale (issue 12, case 11).
     cmd = [sys.executable, "-m", "asd.cli", "search", "--data-dir", str(toy_dir), "--space", space, "--storage",
-           storage, "--study-name", "k", "--n-trials", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "3",
+           storage, "--study-name", "k", "--n-trials", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "3600",
            "--no-cache"]
     mlflow.set_experiment("asd")  # the store exists before any worker starts (concurrent first use of a fresh SQLite store races on its schema)
     env = _subprocess_env(mlflow_store)

@@ -5,8 +5,10 @@ import pytest
 import soundfile as sf
 
 from asd.data.audio import AudioError, fix_length, read_wav
+from asd.data.groundtruth import GroundTruth
 from asd.data.index import ClipIndexError
-from asd.data.prepare import scan_layout
+from asd.data.scan import build_index, problems
+from asd.data.years import get_year
 
 
 def test_reads_mono(tmp_path):
@@ -48,8 +50,12 @@ def test_unknown_file_name_is_reported_not_skipped(tmp_path):
     d.mkdir(parents=True)
     sf.write(d / "section_00_source_train_normal_0000_a_1.wav", np.zeros(160, np.float32), 16000)
     sf.write(d / "recording_12.wav", np.zeros(160, np.float32), 16000)
-    with pytest.raises(ClipIndexError, match=r"1 WAV file\(s\) with unrecognised names.*recording_12\.wav"):
-        scan_layout(tmp_path, "toy", 2023)
+    year, prepared = get_year("toy"), {"dev": {"fan"}}
+    df, unknown, _ = build_index(year, tmp_path, prepared, GroundTruth())
+    assert list(df["file"]) == ["section_00_source_train_normal_0000_a_1.wav"]
+    assert unknown == {"unrecognised 2023 file name": ["dev_data/raw/fan/train/recording_12.wav"]}
+    with pytest.raises(ClipIndexError, match=r"1 WAV file\(s\): unrecognised 2023 file name \(first: .*recording_12"):
+        problems(year, df, GroundTruth(), prepared, unknown, strict=True)
 
 
 def test_bad_clip_fails_evaluation_naming_it(toy_dir, tmp_path):
@@ -65,5 +71,5 @@ def test_bad_clip_fails_evaluation_naming_it(toy_dir, tmp_path):
     df = read_index(data, "toy", machines=["fan"])
     victim = df["abspath"].iloc[5]
     sf.write(victim, np.zeros((1600, 2), np.float32), 16000)
-    with pytest.raises(AudioError, match="2 channels"):
+    with pytest.raises(AudioError, match=r"anomaly_0005.*: 2 channel\(s\), expected 1"):
         embed(load_recipe("raw_spec", ["data.clip_seconds=1"]), df)
