@@ -286,13 +286,14 @@ def test_lora_trains_under_five_percent_of_the_released_size(tmp_path):
 def test_embedding_store_key_follows_the_base_file(toy_dir, pretrained_bases, tmp_path):
     """Search trials share embeddings by config; a base rewritten under the same name must not hit."""
     from asd.config.recipes import load_recipe
-    from asd.data.index import index_path
+    from asd.data.index import read_index
     from asd.search.embeddings import frontend_key
 
     base = shutil.copy(pretrained_bases["beats"], tmp_path / "BEATs_mine.pt")
     cfg = load_recipe("raw_beats", [f"model.checkpoint={base}", "data.clip_seconds=1"])
-    key = frontend_key(cfg, index_path(toy_dir, "toy"))
-    assert frontend_key(cfg, index_path(toy_dir, "toy")) == key
+    rows = read_index(toy_dir, "toy", ["fan"])
+    key = frontend_key(cfg, rows)
+    assert frontend_key(cfg, rows) == key
     write_checkpoint(tmp_path / "BEATs_mine.pt", BASE, seed=1)
     os.utime(base, ns=(1, 1))  # a different time even where the clock is coarse
-    assert frontend_key(cfg, index_path(toy_dir, "toy")) != key
+    assert frontend_key(cfg, rows) != key
