@@ -44,7 +44,7 @@ class KNN(Backend):
     def _sets(self):
         return [s for s in (self.source_, self.target_) if len(s)]
 
-    def decision_function(self, X):
+    def _score(self, X):
         X = np.asarray(X, dtype=np.float64)
         return np.min([knn_mean(cosine_distance(X, S), self.k) for S in self._sets()], axis=0)
 
@@ -147,7 +147,7 @@ class KNNRescale(Backend):
         D = np.linalg.norm(l2_normalize(np.asarray(X, dtype=np.float64))[:, None, :] - self.ref_[None], axis=-1)
         return D / self.c_[None, :]
 
-    def decision_function(self, X):
+    def _score(self, X):
         return knn_mean(self._ratios(X), self.k)
 
     def _train_scores(self, X, domains):

@@ -50,6 +50,8 @@ class ModelConfig:
     embed_dim: int = 256
     stft_sizes: list[int] = field(default_factory=lambda: [1024])
     use_fft: bool = True
+    shortcut: str = "raw"  # multiresnet: what residual shortcuts add: bn (the normalised input, ASDKit) | raw
+    stft_pad: str = "reflect"  # multiresnet: STFT end padding: constant (zeros, ASDKit) | reflect
     # pretrained encoders (model.name beats | hf; asd/models/pretrained.py)
     checkpoint: str = ""  # the base checkpoint: a file or folder, or a bare name in $ASD_PRETRAINED_DIR
     lora_rank: int = 64  # LoRA on the attention q/v projections; 0 with freeze=false tunes the whole encoder
@@ -77,6 +79,7 @@ class AugmentConfig:
     mixup_prob: float = 0.0
     specaug_prob: float = 0.0
     featex_prob: float = 0.0
+    shift: str = "none"  # training crop of clips up to the crop length: tile (ASDKit) | roll | none (asd.data.waves)
 
 
 @dataclass
@@ -107,6 +110,7 @@ class BackendConfig:
     smote_neighbors: int = 2
     threshold: str = "gamma"  # gamma | quantile
     threshold_quantile: float = 0.9
+    standardize: bool = False  # z-score each input dimension on the machine's training clips first
 
 
 @dataclass

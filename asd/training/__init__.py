@@ -12,7 +12,7 @@ clips:
   is refused instead of being silently ignored);
 - optionally ``trains(cfg) -> bool`` (default: True): whether the config learns anything.
 
-Families: ``raw`` (training-free frontends such as ``raw_spec``), ``ae`` (one autoencoder per
+Families: ``raw`` (training-free frontends: ``raw_spec``, ``raw_stats``), ``ae`` (one autoencoder per
 machine type), ``classifier`` (one shared embedding model trained on meta-information),
 ``pretrained`` (a pretrained audio encoder, frozen or LoRA-tuned like a classifier). A model
 class names its family (``family = "classifier"``); training-free frontends are listed in
@@ -33,7 +33,7 @@ import pandas as pd
 from asd.config import Config, ConfigError
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-TRAINING_FREE = {"raw_spec": "raw"}  # model.name -> family, for frontends with no nn.Module
+TRAINING_FREE = {"raw_spec": "raw", "raw_stats": "raw"}  # model.name -> family, for frontends with no nn.Module
 
 
 @dataclass

@@ -100,3 +100,24 @@ def test_mahalanobis_picks_the_closer_domain_and_falls_back_to_source():
     assert s[0] < 0.1 and s[1] < 0.1 and s[2] > 15  # ~ 25 / var for the midpoint
     one_target = build_backend("mahalanobis").fit(np.vstack([src, tgt[:1]]), np.array(["source"] * 500 + ["target"]))
     assert len(one_target.locations_) == 1
+
+
+def test_standardize_scores_the_training_z_scores_and_is_saved_as_arrays():
+    from asd.backends import backend_class
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)) * [1.0, 100.0, 0.01] + [5.0, -300.0, 2.0]
+    dom = np.array(["source"] * 35 + ["target"] * 5)
+    test = rng.normal(size=(7, 3)) * [1.0, 100.0, 0.01] + [5.0, -300.0, 2.0]
+    be = build_backend("knn", standardize=True).fit(X, dom)
+    np.testing.assert_allclose(be.center_, X.mean(0))
+    np.testing.assert_allclose(be.scale_, X.std(0))
+    z = lambda A: (A - X.mean(0)) / X.std(0)  # noqa: E731
+    plain = build_backend("knn").fit(z(X), dom)
+    np.testing.assert_allclose(be.decision_function(test), plain.decision_function(z(test)), rtol=1e-12)
+    np.testing.assert_allclose(be.decision_scores_, plain.decision_scores_, rtol=1e-12)
+    back = backend_class("knn").from_state(be.get_params(), be.fitted_state())
+    np.testing.assert_array_equal(back.decision_function(test), be.decision_function(test))
+    # a constant dimension stays finite instead of dividing by zero
+    C = np.c_[X, np.ones(len(X))]
+    assert np.isfinite(build_backend("knn", standardize=True).fit(C, dom).decision_function(np.c_[test, np.ones(7)])).all()
