@@ -90,7 +90,8 @@ def worker(recipe: str, seed: int, run_dir: Path, data_dir: Path, sets: list[str
     t0, c0 = time.time(), _cpu()
     ckpt = None
     if trains(cfg):
-        ckpt = load_checkpoint(train(cfg, index, run_dir / "checkpoints").checkpoint)
+        log = lambda e, m: print(f"epoch {e}: loss {m['train/loss']:.4f}, {m['train/epoch_seconds']:.0f} s", flush=True)  # noqa: E731
+        ckpt = load_checkpoint(train(cfg, index, run_dir / "checkpoints", log).checkpoint)
     t1, c1 = time.time(), _cpu()
     emb = Detector(cfg, ckpt).embed(index)
     t2, c2 = time.time(), _cpu()
@@ -189,7 +190,7 @@ def _jobs(a: argparse.Namespace, recipes: list[str], seeds: list[int]) -> list[t
     """``(recipe, tag, seed, folder, sets)`` per run; the floor is one run of its own recipe, no overrides."""
     out = Path(a.out)
     jobs = [(r, a.tag, s, out / f"{r}__{a.tag}__seed{s}", a.set) for r in recipes for s in seeds]
-    if not a.no_floor:
+    if not a.no_floor and FLOOR not in recipes:
         jobs.append((FLOOR, "floor", 0, out / f"{FLOOR}__floor__seed0", []))
     return jobs
 
@@ -202,9 +203,10 @@ def collect(jobs: list[tuple], specs: dict[str, list[str]]) -> list[dict]:
             groups.setdefault((recipe, tag), []).append(folder)
     results = []
     for (recipe, tag), runs in groups.items():
-        scored = [score_run(d, specs[recipe]) for d in runs]
+        backends = specs["floor" if tag == "floor" else recipe]
+        scored = [score_run(d, backends) for d in runs]
         cpu = [json.loads((d / "train.json").read_text())["train_cpu_s"] for d in runs]
-        for spec in specs[recipe]:
+        for spec in backends:
             results.append(dict(recipe=recipe, tag=tag, backend=spec, dev=[s[spec]["dev"] for s in scored],
                                 eval=[s[spec]["eval"] for s in scored], cpu=cpu))
     return results
@@ -224,8 +226,7 @@ def main() -> None:
     recipes = [r for r in a.recipe.split(",") if r]
     jobs = _jobs(a, recipes, seeds)
     specs = {r: [s for s in a.backends.split(",") if s] or [load_recipe(r).backend.name] for r in recipes}
-    if not a.no_floor:
-        specs[FLOOR] = [load_recipe(FLOOR).backend.name]
+    specs["floor"] = [load_recipe(FLOOR).backend.name]
     if not a.report_only:
         with ThreadPoolExecutor(max(1, a.jobs)) as pool:
             list(pool.map(lambda j: _run_worker(j[0], j[2], j[3], j[4], a), jobs))

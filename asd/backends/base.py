@@ -32,7 +32,8 @@ def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: flo
     The baseline calls scipy's 3-parameter maximum-likelihood fit. On some score sets that fit stops
     in a poor optimum with ``loc`` at the smallest score (seen on kNN distances: shape 0.26 and a 0.9
     quantile 16 times the largest training score, so nothing is ever flagged). A fit with ``loc``
-    fixed at 0 is a second candidate, and the one with the higher likelihood is used.
+    fixed at 0 is a second candidate, and the one with the higher likelihood is used. Where scipy's
+    fit fails outright (seen on a handful of z-normalised scores), the empirical quantile is used.
     """
     s = np.asarray(train_scores, dtype=float)
     s = s[np.isfinite(s)]
@@ -49,7 +50,10 @@ def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: flo
     g = scipy.stats.gamma
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the optimiser probes invalid shapes
-        fits = [g.fit(s)] + ([g.fit(s, floc=0)] if s.min() > 0 else [])
+        try:
+            fits = [g.fit(s)] + ([g.fit(s, floc=0)] if s.min() > 0 else [])
+        except (ValueError, RuntimeError):  # e.g. a few z-normalised scores: the optimiser reaches NaN
+            return float(np.quantile(s, quantile))
         loglik = [np.nan_to_num(g.logpdf(s, *p).sum(), nan=-np.inf) for p in fits]
     shape, loc, scale = fits[int(np.argmax(loglik))]
     return float(g.ppf(quantile, shape, loc=loc, scale=scale))

@@ -111,6 +111,9 @@ class BackendConfig:
     threshold: str = "gamma"  # gamma | quantile
     threshold_quantile: float = 0.9
     standardize: bool = False  # z-score each input dimension on the machine's training clips first
+    domain_norm: str = "none"  # knn*: scale each domain's distances by its leave-one-out ones: none | mean | zscore
+    members: list[str] = field(default_factory=lambda: ["knn_smote", "knn_rescale"])  # fusion: member backends
+    fusion: str = "mean"  # fusion: mean | min | max of the members' z-normalised scores
 
 
 @dataclass
