@@ -49,6 +49,7 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-floor", action="store_true", help="leave out the raw_stats floor")
+    ap.add_argument("--ensemble", action="store_true", help="add each variant's seeds scored as one detector")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--worker", nargs=3, metavar=("RECIPE", "SEED", "DIR"), help=argparse.SUPPRESS)
     return ap.parse_args()
@@ -133,34 +134,67 @@ def backend_spec(spec: str) -> tuple[str, dict]:
     return name, {f"backend.{k}": v for k, v in (o.split("=", 1) for o in opts)}
 
 
-def score_run(run_dir: Path, specs: list[str]) -> dict:
-    """Official dev/eval scores of each backend spec on the run's embeddings (cached in ``scores.json``)."""
+def _load(run_dir: Path):
+    """(config, Embeddings) of a finished run."""
     import pandas as pd
 
     from asd.config import from_yaml
-    from asd.config.overrides import apply_overrides
-    from asd.detector import Detector
-    from asd.evaluation.scoring import evaluate
     from asd.training import Embeddings
 
-    path = run_dir / "scores.json"
-    done = json.loads(path.read_text()) if path.is_file() else {}
-    todo = [s for s in specs if s not in done]
-    if not todo:
-        return done
-    info = json.loads((run_dir / "train.json").read_text())
-    cfg = from_yaml(info["config"])
+    cfg = from_yaml(json.loads((run_dir / "train.json").read_text())["config"])
     rows = pd.read_csv(run_dir / "rows.csv", dtype={"file": str, "attributes": str}, keep_default_na=False)
     with np.load(run_dir / "emb.npz") as z:
         emb = Embeddings(rows, z["embedding"], z["recon"] if "recon" in z else None,
                          z["residual"] if "residual" in z else None)
-    for spec in todo:
-        name, opts = backend_spec(spec)
-        det = Detector(apply_overrides(cfg, {"backend.name": name, **opts}))
-        m = evaluate(det, emb).metrics
-        done[spec] = {"dev": m.get("dev/official"), "eval": m.get("eval/official"), "all": m.get("official")}
-    path.write_text(json.dumps(done, indent=1))
+    return cfg, emb
+
+
+def _detector(cfg, spec: str):
+    from asd.config.overrides import apply_overrides
+    from asd.detector import Detector
+
+    name, opts = backend_spec(spec)
+    return Detector(apply_overrides(cfg, {"backend.name": name, **opts}))
+
+
+def _split_scores(m: dict) -> dict:
+    return {"dev": m.get("dev/official"), "eval": m.get("eval/official"), "all": m.get("official")}
+
+
+def score_run(run_dir: Path, specs: list[str]) -> dict:
+    """Official dev/eval scores of each backend spec on the run's embeddings (cached in ``scores.json``)."""
+    from asd.evaluation.scoring import evaluate
+
+    path = run_dir / "scores.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    todo = [s for s in specs if s not in done]
+    if todo:
+        cfg, emb = _load(run_dir)
+        for spec in todo:
+            done[spec] = _split_scores(evaluate(_detector(cfg, spec), emb).metrics)
+        path.write_text(json.dumps(done, indent=1))
     return done
+
+
+def ensemble(runs: list[Path], spec: str) -> dict:
+    """The runs (seeds) as one detector: per machine, each run's test scores z-normalised by the mean
+    and std of its own leave-one-out training scores, then averaged over runs (no labels used)."""
+    from asd.evaluation.scoring import compute_metrics
+
+    total, out = 0.0, None
+    for d in runs:
+        cfg, emb = _load(d)
+        det = _detector(cfg, spec).fit(emb)
+        sc = det.score(emb)
+        stats = {m: (np.mean(t), np.std(t)) for m, b in det.backends_.items()
+                 for t in [b.decision_scores_[np.isfinite(b.decision_scores_)]]}
+        mean, std = sc["machine"].map(lambda m: stats[m][0]), sc["machine"].map(lambda m: stats[m][1])
+        if out is not None and not (out["file"].to_numpy() == sc["file"].to_numpy()).all():
+            raise SystemExit(f"{d}: its test clips are not those of {runs[0]}; ensembles need the same data")
+        out = sc
+        total = total + ((sc["score"] - mean) / np.maximum(std, 1e-12)).to_numpy()
+    out = out.assign(score=total / len(runs)).drop(columns=["decision"])
+    return _split_scores(compute_metrics(out, cfg.data.dataset)[0])
 
 
 def _mean_std(xs: list[float]) -> str:
@@ -195,7 +229,7 @@ def _jobs(a: argparse.Namespace, recipes: list[str], seeds: list[int]) -> list[t
     return jobs
 
 
-def collect(jobs: list[tuple], specs: dict[str, list[str]]) -> list[dict]:
+def collect(jobs: list[tuple], specs: dict[str, list[str]], ensembles: bool = False) -> list[dict]:
     """Score every finished run and gather ``{recipe, tag, backend, dev: [...], eval: [...], cpu: [...]}``."""
     groups: dict[tuple, list[Path]] = {}
     for recipe, tag, _, folder, _ in jobs:
@@ -209,6 +243,10 @@ def collect(jobs: list[tuple], specs: dict[str, list[str]]) -> list[dict]:
         for spec in backends:
             results.append(dict(recipe=recipe, tag=tag, backend=spec, dev=[s[spec]["dev"] for s in scored],
                                 eval=[s[spec]["eval"] for s in scored], cpu=cpu))
+            if ensembles and len(runs) > 1:
+                e = ensemble(runs, spec)
+                results.append(dict(recipe=recipe, tag=f"{tag}, {len(runs)} seeds as one", backend=spec,
+                                    dev=[e["dev"]], eval=[e["eval"]], cpu=[sum(cpu)]))
     return results
 
 
@@ -230,7 +268,7 @@ def main() -> None:
     if not a.report_only:
         with ThreadPoolExecutor(max(1, a.jobs)) as pool:
             list(pool.map(lambda j: _run_worker(j[0], j[2], j[3], j[4], a), jobs))
-    print(table(collect(jobs, specs)))
+    print(table(collect(jobs, specs, a.ensemble)))
 
 
 if __name__ == "__main__":
