@@ -76,7 +76,11 @@ class Registry:
         """The class registered as ``name``; an unknown name lists the available ones."""
         names = self.available()
         if name not in self._classes:
-            raise UnknownComponentError(f"unknown {self.kind} {name!r}; available: {', '.join(names)}")
+            import difflib
+
+            close = difflib.get_close_matches(str(name), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownComponentError(f"unknown {self.kind} {name!r}{hint}; available: {', '.join(names)}")
         return self._classes[name]
 
     def build(self, name: str, /, *args, **kwargs):

@@ -2,7 +2,8 @@
 
 ``__init__`` only stores parameters; ``fit(X, domains)`` learns from the normal training embeddings
 of one machine type and returns ``self``; ``decision_function(X)`` is the anomaly score, higher = more
-anomalous; fitted attributes end in ``_``: ``decision_scores_`` (the training clips' own scores,
+anomalous (subclasses implement ``_score(X)``, which sees the inputs standardised when the backend
+was built with ``standardize``); fitted attributes end in ``_``: ``decision_scores_`` (the training clips' own scores,
 leave-one-out where a backend would otherwise score a clip against itself) and ``threshold_``
 (fitted on ``decision_scores_`` only, so decisions never need anomalous data); ``predict(X)`` is 0/1.
 
@@ -34,7 +35,8 @@ def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: flo
     on kNN distances: a 0.9 quantile 16 times the largest score, so nothing is flagged; and one below
     the median, so most normal clips are). Such a fit is dropped; a fit with ``loc`` fixed at 0 is
     the other candidate, and of those left the one with the higher likelihood is used (with none
-    left, the empirical quantile).
+    left, or where scipy's fit fails outright, as seen on a handful of z-normalised scores, the
+    empirical quantile).
     """
     s = np.asarray(train_scores, dtype=float)
     s = s[np.isfinite(s)]
@@ -51,7 +53,10 @@ def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: flo
     g = scipy.stats.gamma
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the optimiser probes invalid shapes
-        fits = [p for p in [g.fit(s)] if p[0] >= 1] + ([g.fit(s, floc=0)] if s.min() > 0 else [])
+        try:
+            fits = [p for p in [g.fit(s)] if p[0] >= 1] + ([g.fit(s, floc=0)] if s.min() > 0 else [])
+        except (ValueError, RuntimeError):  # e.g. a few z-normalised scores: the optimiser reaches NaN
+            return float(np.quantile(s, quantile))
         loglik = [np.nan_to_num(g.logpdf(s, *p).sum(), nan=-np.inf) for p in fits]
     if not fits:
         return float(np.quantile(s, quantile))
@@ -60,28 +65,47 @@ def fit_threshold(train_scores: np.ndarray, method: str = "gamma", quantile: flo
 
 
 class Backend:
-    """Base class: subclasses implement ``_fit(X, domains)`` and ``decision_function(X)``, and
+    """Base class: subclasses implement ``_fit(X, domains)`` and ``_score(X)``, and
     ``_train_scores(X, domains)`` where scoring the training clips needs leave-one-out.
 
     ``input`` names what the backend reads from a frontend's :class:`~asd.training.Embeddings`, in
     order of preference: ``embedding``, ``recon`` (the autoencoder's own score) or ``residual``.
+
+    Args:
+        standardize: z-score every input dimension with the mean and standard deviation of this
+            machine's training clips (fitted arrays ``center_``, ``scale_``) before the backend sees
+            it, so dimensions of large range (e.g. log-mel levels) do not dominate a distance.
     """
 
     input: tuple[str, ...] = ("embedding",)
 
-    def __init__(self, threshold: str = "gamma", threshold_quantile: float = 0.9):
+    def __init__(self, threshold: str = "gamma", threshold_quantile: float = 0.9, standardize: bool = False):
         self.threshold = threshold
         self.threshold_quantile = threshold_quantile
+        self.standardize = standardize
 
     def fit(self, X: np.ndarray, domains: np.ndarray):
         X = np.asarray(X, dtype=np.float64)
         domains = np.asarray(domains)
+        if self.standardize:
+            self.center_ = X.mean(0)
+            std = X.std(0)
+            self.scale_ = np.maximum(std, 1e-8 * max(float(std.max()), 1e-12))  # constant dims stay finite
+        X = self._prepare(X)
         self._fit(X, domains)
         self.decision_scores_ = self._train_scores(X, domains)
         self.threshold_ = fit_threshold(self.decision_scores_, self.threshold, self.threshold_quantile)
         return self
 
+    def _prepare(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return (X - self.center_) / self.scale_ if self.standardize else X
+
     def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Anomaly scores ``(n,)`` of inputs ``(n, d)``, higher = more anomalous."""
+        return self._score(self._prepare(X))
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -89,7 +113,7 @@ class Backend:
         return (self.decision_function(X) > self.threshold_).astype(int)
 
     def _train_scores(self, X: np.ndarray, domains: np.ndarray) -> np.ndarray:
-        return self.decision_function(X)
+        return self._score(X)
 
     def get_params(self) -> dict:
         """The constructor arguments (scikit-learn's ``get_params``), read back from the attributes."""

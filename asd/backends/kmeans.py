@@ -39,7 +39,7 @@ class KNNKMeans(Backend):
     def _dist(self, X):
         return 1.0 - l2_normalize(np.asarray(X, dtype=np.float64)) @ self.centres_.T
 
-    def decision_function(self, X):
+    def _score(self, X):
         return self._dist(X).min(1)
 
     def _train_scores(self, X, domains):

@@ -38,7 +38,7 @@ class Mahalanobis(Backend):
         self.locations_ = np.stack([mu for mu, _ in stats])
         self.precisions_ = np.stack([prec for _, prec in stats])
 
-    def decision_function(self, X):
+    def _score(self, X):
         X = np.asarray(X, dtype=np.float64)
         d = [np.einsum("nd,de,ne->n", X - mu, prec, X - mu) for mu, prec in zip(self.locations_, self.precisions_)]
         return np.min(d, axis=0)

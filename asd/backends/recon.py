@@ -17,5 +17,5 @@ class Recon(Backend):
     def _fit(self, X, domains):
         self.n_train_ = len(X)
 
-    def decision_function(self, X):
+    def _score(self, X):
         return np.asarray(X, dtype=np.float64)[:, 0]

@@ -82,6 +82,8 @@ class ModelConfig:
     embed_dim: int = num(256, "[0, 65536]", "0: no final Linear (a frozen pretrained encoder's pooled frames)")
     stft_sizes: list[int] = nums([1024], "[16, 65536]")
     use_fft: bool = True
+    shortcut: str = one_of("raw", "bn")  # multiresnet: what residual shortcuts add: the input | bn (normalised, ASDKit)
+    stft_pad: str = one_of("reflect", "constant")  # multiresnet: STFT end padding: reflect | constant (zeros, ASDKit)
     # pretrained encoders (model.name beats | hf; asd/models/pretrained.py)
     checkpoint: str = pattern("", r".*", "a file, a folder or a bare name in $ASD_PRETRAINED_DIR")  # the base
     lora_rank: int = num(64, "[0, 4096]")  # LoRA on attention q/v; 0 with freeze=false tunes the whole encoder
@@ -109,6 +111,7 @@ class AugmentConfig:
     mixup_prob: float = num(0.0, "[0, 1]")
     specaug_prob: float = num(0.0, "[0, 1]")
     featex_prob: float = num(0.0, "[0, 1]")
+    shift: str = one_of("none", "tile", "roll")  # training crop of clips up to the crop length: tile (ASDKit) | roll | none
 
 
 @dataclass
@@ -142,6 +145,11 @@ class BackendConfig:
     smote_neighbors: int = num(2, "[1, 1000]")
     threshold: str = one_of("gamma", "quantile")
     threshold_quantile: float = num(0.9, "(0, 1)")
+    standardize: bool = False  # z-score each input dimension on the machine's training clips first
+    domain_norm: str = one_of("none", "mean", "zscore")  # knn*: scale each domain's distances by its leave-one-out ones
+    members: list[str] = field(default_factory=lambda: ["knn_smote", "knn_rescale"],  # fusion: member backends
+                               metadata={"registry": "backend"})
+    fusion: str = one_of("mean", "min", "max")  # fusion: of the members' z-normalised scores
 
 
 @dataclass

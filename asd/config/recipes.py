@@ -45,6 +45,20 @@ RECIPES: dict[str, dict] = {
         "train.epochs": 0,
         "backend.name": "knn",
     },
+    # The floor every trained recipe must beat: log-mel (librosa conventions, 128 mels) mean and
+    # standard deviation over time per clip -> 256-d, standardised per machine on its training
+    # clips, cosine 1-NN with separate source and target neighbour sets (docs/methods.md, raw features).
+    "raw_stats": {
+        "model.name": "raw_stats",
+        "loss.name": "none",
+        "features.kind": "logmel",
+        "features.power": 2.0,
+        "features.mel_scale": "slaney",
+        "features.mel_norm": "slaney",
+        "train.epochs": 0,
+        "backend.name": "knn",
+        "backend.standardize": True,
+    },
 }
 
 # The discriminative recipes (docs/methods.md, discriminative recipes): one shared MultiResNet for every machine type,

@@ -149,9 +149,9 @@ def read_wav(path: str | Path, sample_rate: int = 16000, channel: int | None = N
 
 
 def fix_length(wave: np.ndarray, n: int, start: int = 0) -> np.ndarray:
-    """Tile a short clip to ``n`` samples, or crop ``n`` samples from ``start`` (ASDKit's rule)."""
-    if len(wave) < n:
-        reps = -(-n // len(wave))
+    """Crop ``n`` samples from ``start``, tiling the clip as often as that needs (ASDKit's rule)."""
+    if len(wave) < start + n:
+        reps = -(-(start + n) // len(wave))
         wave = np.tile(wave, reps)
     return wave[start : start + n] if start + n <= len(wave) else wave[-n:]
 

@@ -115,21 +115,43 @@ class WaveStore:
     def __len__(self) -> int:
         return len(self.where)
 
-    def batch(self, idx, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    def batch(self, idx, n: int, rng: np.random.Generator | None = None, shift: str = "tile") -> np.ndarray:
         """``(len(idx), n)`` float32 clips of the rows ``idx``: tiled when shorter than ``n``, else cropped.
 
-        The crop starts at 0, or, with ``rng``, at a uniform random offset in [0, length - n]
-        (training); a clip of exactly ``n`` samples is never shifted.
+        Without ``rng`` every crop starts at 0 (embedding). With ``rng`` (training) a clip longer
+        than ``n`` is cropped at a uniform random start, and ``shift`` says what shorter ones get:
+        ``tile`` (ASDKit): tiled a whole number of times, then cropped at a random start, so a clip
+        of exactly ``n`` samples is never shifted; ``roll``: every clip up to ``n`` samples starts
+        at a uniform random sample of itself (a circular shift, full-length clips included);
+        ``none``: tiled from sample 0.
         """
+        if shift not in SHIFTS:
+            raise AsdError(f"augment.shift={shift!r}: choose one of {', '.join(SHIFTS)}")
         out = np.empty((len(idx), n), dtype=np.float32)
         for j, i in enumerate(idx):
             c, k = self.where[i]
             chunk = self.chunks[c]
             clip = chunk.data[chunk.offsets[k] : chunk.offsets[k + 1]]
-            start = int(rng.integers(0, len(clip) - n + 1)) if rng is not None and len(clip) > n else 0
-            out[j] = fix_length(clip, n, start)
+            out[j] = fix_length(clip, n, _start(len(clip), n, rng, shift))
         out *= 1.0 / 32768.0
         return out
+
+
+SHIFTS = ("tile", "roll", "none")
+
+
+def _start(length: int, n: int, rng: np.random.Generator | None, shift: str) -> int:
+    """Where the crop of ``n`` samples starts in the clip tiled as :func:`fix_length` tiles it."""
+    if rng is None:
+        return 0
+    if length > n:
+        return int(rng.integers(0, length - n + 1))
+    if shift == "roll":
+        return int(rng.integers(0, length))
+    slack = -(-n // length) * length - n  # what the tiled clip is longer than the crop
+    if shift == "tile" and slack > 0:
+        return int(rng.integers(0, slack + 1))
+    return 0
 
 
 def clip_samples(cfg: Config) -> int:

@@ -21,6 +21,8 @@ from torch import nn
 from asd.config import ConfigError
 from asd.models import register
 
+SHORTCUTS = ("bn", "raw")
+PAD_MODES = ("constant", "reflect")
 F_CUT_HZ = 200.0  # STFT bins below this are dropped (hum and rumble carry little machine identity)
 _STEM_MIN_FRAMES = 11  # conv 7 (stride 2) then max-pool 3 need at least 11 input frames
 
@@ -61,10 +63,18 @@ class SqueezeExcite(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3-SE plus a shortcut."""
+    """Pre-activation residual block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3-SE plus a shortcut.
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+    ``shortcut="bn"`` (ASDKit) feeds the shortcut the block's batch-normalised input, so every
+    block's output is a sum of normalised terms; ``"raw"`` feeds it the block's input as it came
+    (the textbook pre-activation block; checkpoints written before this option have it).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, shortcut: str = "bn"):
         super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ConfigError(f"model.shortcut={shortcut!r}: choose one of {', '.join(SHORTCUTS)}")
+        self.bn_shortcut = shortcut == "bn"
         self.body = nn.Sequential(
             nn.BatchNorm2d(c_in, affine=False), nn.ReLU(),
             StridedConv2d(c_in, c_out, 3, stride, padding=1, bias=False),
@@ -80,7 +90,11 @@ class ResBlock(nn.Module):
         self.shortcut = nn.Sequential(*short)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + self.shortcut(x)
+        h = self.body[0](x)  # the input BatchNorm
+        r = h
+        for layer in self.body[1:]:
+            r = layer(r)
+        return r + self.shortcut(h if self.bn_shortcut else x)
 
 
 def _half(n: int) -> int:
@@ -89,20 +103,27 @@ def _half(n: int) -> int:
 
 
 class STFTBranch(nn.Module):
-    """Linear-magnitude STFT (bins >= 200 Hz) -> ResNet with squeeze-excitation -> ``out_dim``."""
+    """Linear-magnitude STFT (bins >= 200 Hz) -> ResNet with squeeze-excitation -> ``out_dim``.
 
-    def __init__(self, n_fft: int, hop: int, sample_rate: int = 16000, out_dim: int = 128):
+    ``pad``: how the centred STFT pads the clip's ends (``constant`` = zeros, as ASDKit and
+    torchaudio's default; ``reflect`` = torch's default); ``shortcut``: see :class:`ResBlock`.
+    """
+
+    def __init__(self, n_fft: int, hop: int, sample_rate: int = 16000, out_dim: int = 128, pad: str = "constant",
+                 shortcut: str = "bn"):
         super().__init__()
-        self.n_fft, self.hop = n_fft, hop
+        if pad not in PAD_MODES:
+            raise ConfigError(f"model.stft_pad={pad!r}: choose one of {', '.join(PAD_MODES)}")
+        self.n_fft, self.hop, self.pad = n_fft, hop, pad
         self.first_bin = math.ceil(F_CUT_HZ * n_fft / sample_rate)
         n_bins = n_fft // 2 + 1 - self.first_bin
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.freq_norm = nn.BatchNorm1d(n_bins, affine=False)  # per-bin standardisation
         self.stem = nn.Sequential(StridedConv2d(1, 16, 7, 2, bias=False), nn.BatchNorm2d(16, affine=False), nn.ReLU(),
                                   nn.MaxPool2d(3, 2))
-        blocks = [ResBlock(16, 16), ResBlock(16, 16)]
+        blocks = [ResBlock(16, 16, shortcut=shortcut), ResBlock(16, 16, shortcut=shortcut)]
         for c_in, c_out in ((16, 32), (32, 64), (64, 128)):
-            blocks += [ResBlock(c_in, c_out, 2), ResBlock(c_out, c_out)]
+            blocks += [ResBlock(c_in, c_out, 2, shortcut), ResBlock(c_out, c_out, shortcut=shortcut)]
         self.blocks = nn.Sequential(*blocks)
         f = ((n_bins - 7) // 2 + 1 - 3) // 2 + 1
         for _ in range(3):
@@ -112,7 +133,7 @@ class STFTBranch(nn.Module):
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """``(B, bins, frames)`` magnitude, normalised by the window's energy (torchaudio's ``normalized``)."""
-        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect",
+        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode=self.pad,
                           return_complex=True).abs()
         spec = spec[:, self.first_bin:] / self.window.pow(2).sum().sqrt()
         if spec.shape[-1] < _STEM_MIN_FRAMES:  # a very short clip: tile it in time, as short clips are tiled
@@ -166,17 +187,19 @@ class MultiResNet(nn.Module):
         stft_sizes: FFT sizes of the STFT branches; hop = n_fft / 2.
         use_fft: add the whole-clip spectrum branch.
         embed_dim: output size of each branch (128 in every recipe).
+        shortcut: what the residual shortcuts of the STFT branches add (see :class:`ResBlock`).
+        stft_pad: how the STFT branches pad the clip's ends (see :class:`STFTBranch`).
     """
 
     family = "classifier"  # one model for every machine type (asd.training.classifier)
 
     def __init__(self, n_samples: int, sample_rate: int = 16000, stft_sizes=(1024,), use_fft: bool = True,
-                 embed_dim: int = 128):
+                 embed_dim: int = 128, shortcut: str = "bn", stft_pad: str = "constant"):
         super().__init__()
         if n_samples < 1024:
             raise ConfigError(f"clips of {n_samples} samples are too short for the CNN; use data.clip_seconds >= 0.1")
         branches: list[nn.Module] = [FFTBranch(n_samples, embed_dim)] if use_fft else []
-        branches += [STFTBranch(int(n), int(n) // 2, sample_rate, embed_dim) for n in stft_sizes]
+        branches += [STFTBranch(int(n), int(n) // 2, sample_rate, embed_dim, stft_pad, shortcut) for n in stft_sizes]
         if not branches:
             raise ConfigError("multiresnet needs at least one branch: set model.use_fft=true or model.stft_sizes")
         self.branches = nn.ModuleList(branches)

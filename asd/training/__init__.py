@@ -16,7 +16,7 @@ clips:
 - optionally ``summary(cfg, checkpoint) -> (metrics, params)``: the parameter counts of the trained
   (or training-free) frontend and params that identify it (see :func:`model_summary`; default: 0, 0).
 
-Families: ``raw`` (training-free frontends such as ``raw_spec``), ``ae`` (one autoencoder per
+Families: ``raw`` (training-free frontends: ``raw_spec``, ``raw_stats``), ``ae`` (one autoencoder per
 machine type), ``classifier`` (one shared embedding model trained on meta-information),
 ``pretrained`` (a pretrained audio encoder, frozen or LoRA-tuned like a classifier). A model
 class names its family (``family = "classifier"``); training-free frontends are listed in
@@ -37,7 +37,7 @@ import pandas as pd
 from asd.config import Config, ConfigError
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-TRAINING_FREE = {"raw_spec": "raw"}  # model.name -> family, for frontends with no nn.Module
+TRAINING_FREE = {"raw_spec": "raw", "raw_stats": "raw"}  # model.name -> family, for frontends with no nn.Module
 
 
 @dataclass
@@ -125,6 +125,9 @@ def _check_names(cfg: Config) -> None:
     from asd.backends import backend_class
 
     backend_class(cfg.backend.name)  # raises with the available names
+    if cfg.backend.name == "fusion":
+        for member in cfg.backend.members:
+            backend_class(member)
     if cfg.loss.name not in ("mse", "none"):
         from asd.losses import REGISTRY
 

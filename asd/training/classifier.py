@@ -29,6 +29,14 @@ from asd.training import EpochCallback, TrainResult
 from asd.training import runtime as rt
 
 UNUSED = {"train.val_fraction": "the classifier trains on every training clip (no validation split)"}
+# multiresnet arguments added after checkpoints were first written, with the behaviour those checkpoints had.
+LEGACY_ARGS = {"shortcut": "raw", "stft_pad": "reflect"}
+
+
+def checkpoint_args(ckpt: dict) -> dict:
+    """The model arguments of a checkpoint; a multiresnet checkpoint from before an argument existed gets
+    the value that reproduces it (:data:`LEGACY_ARGS`)."""
+    return {**LEGACY_ARGS, **ckpt["model_args"]} if ckpt["model_name"] == "multiresnet" else dict(ckpt["model_args"])
 
 
 def min_samples(cfg: Config) -> int:
@@ -40,7 +48,7 @@ def model_args(cfg: Config) -> dict:
     """The model's constructor arguments (the model takes the ones its signature names)."""
     return dict(n_samples=clip_samples(cfg), sample_rate=cfg.data.sample_rate,
                 stft_sizes=[int(n) for n in cfg.model.stft_sizes], use_fft=bool(cfg.model.use_fft),
-                embed_dim=int(cfg.model.embed_dim))
+                embed_dim=int(cfg.model.embed_dim), shortcut=cfg.model.shortcut, stft_pad=cfg.model.stft_pad)
 
 
 class Hooks:
@@ -134,7 +142,8 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
     if (y < 0).any():
         raise CheckpointError("training clips with a class missing from the checkpoint's label map; "
                               "resume with the same index and machines as the interrupted run")
-    args = hooks.model_args(cfg)
+    # a resumed multiresnet keeps the architecture it was started with, whatever the defaults are now
+    args = checkpoint_args(resume) if resume and resume["model_name"] == "multiresnet" else hooks.model_args(cfg)
     model, forward = rt.prepare_model(build_model(cfg.model.name, **args).to(device), cfg.train)
     heads = build_heads(cfg, model.dim, _branch_dim(model), model.dim // _branch_dim(model), len(classes)).to(device)
     params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
@@ -175,7 +184,7 @@ def _epoch(cfg: Config, epoch: int, run: _Run) -> dict[str, float]:
     run.heads.train()
     t0, loss_mean, acc_mean = time.time(), rt.Mean(run.device), rt.Mean(run.device)
     batches = rt.batches(order, cfg.train.batch_size)
-    waves = rt.prefetch(lambda idx: run.store.batch(idx, run.n_samples, rng), batches)  # read the next meanwhile
+    waves = rt.prefetch(lambda idx: run.store.batch(idx, run.n_samples, rng, cfg.augment.shift), batches)
     for idx, wave_np in zip(batches, waves):
         wave = rt.to_device(wave_np, run.device)
         target = nn.functional.one_hot(run.y[idx], run.n_classes).float().to(run.device)
@@ -227,7 +236,7 @@ def build(cfg: Config, checkpoint: dict | None, device: torch.device, hooks: typ
 
     if checkpoint is None:
         return build_model(cfg.model.name, **hooks.model_args(cfg)).to(device).eval()
-    model = build_model(checkpoint["model_name"], **checkpoint["model_args"]).to(device)
+    model = build_model(checkpoint["model_name"], **checkpoint_args(checkpoint)).to(device)
     hooks.load_state(model, checkpoint["state"]["model"])
     return model.eval()
 

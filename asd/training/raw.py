@@ -1,7 +1,7 @@
 """The raw family: training-free frontends, whose train runs only record the config.
 
-``raw_spec``: the mel spectrogram (``features.*``) of each clip averaged over time (docs/methods.md,
-raw features).
+``raw_spec``: the mel spectrogram (``features.*``) of each clip averaged over time; ``raw_stats``: its
+mean and standard deviation over time, concatenated (docs/methods.md, raw features).
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ def train(cfg: Config, rows: pd.DataFrame, ckpt_dir: Path, on_epoch: EpochCallba
 
 
 class Frontend:
-    """Time-averaged mel spectrogram per clip."""
+    """Time-pooled mel spectrogram per clip: the mean (``raw_spec``), or mean and std (``raw_stats``)."""
 
     batch = 64
     per_machine = True
 
     def __init__(self, cfg: Config, device):
         self.cfg, self.device = cfg, device
-        self.dim = cfg.features.n_mels
+        self.stats = cfg.model.name == "raw_stats"
+        self.dim = cfg.features.n_mels * (2 if self.stats else 1)
 
     def embed_waves(self, waves: np.ndarray, machine: str | None = None) -> dict[str, np.ndarray]:
         import torch
@@ -53,7 +54,8 @@ class Frontend:
         with torch.inference_mode():
             w = torch.from_numpy(waves).to(self.device)
             mel = mel_spectrogram(w, self.cfg.features, self.cfg.data.sample_rate)
-            return {"embedding": mel.mean(-1).cpu().numpy()}
+            pooled = [mel.mean(-1)] + ([mel.std(-1, unbiased=False)] if self.stats else [])
+            return {"embedding": torch.cat(pooled, dim=1).cpu().numpy()}
 
 
 def frontend(cfg: Config, checkpoint: dict | None, device) -> Frontend:

@@ -138,7 +138,7 @@ def test_cli_evaluate_several_backends_from_one_extraction(toy_dir, store):
     assert {"file", "score", "decision", "domain"} <= set(scores.columns)
 
 
-@pytest.mark.parametrize("recipe,backend", [("ae", "mahalanobis"), ("raw_spec", "knn"),
+@pytest.mark.parametrize("recipe,backend", [("ae", "mahalanobis"), ("raw_spec", "knn"), ("raw_stats", "knn"),
                                             ("dis_spec_scac_trainable", "knn_smote")])
 def test_saved_detector_scores_exactly_as_the_fitted_one(recipe, backend, toy_dir, store, tmp_path):
     """Detector.save/load keeps arrays and config only; the reloaded detector scores raw waveforms

@@ -72,7 +72,7 @@ params:
 
 @pytest.mark.parametrize("text, message", [
     ("recipe: ae\nparams:\n  loss.name: {choice: [arcface, nope]}\n", "loss.name 'nope' not available"),
-    ("recipe: ae\nparams:\n  backend.name: {choice: [knn_smote, nope]}\n", "available: knn, knn_kmeans"),
+    ("recipe: ae\nparams:\n  backend.name: {choice: [knn_smote, nope]}\n", "available: fusion, knn, knn_kmeans"),
     ("recipe: ae\nparams:\n  train.nope: {int: [1, 2]}\n", "'train.nope' is not a config key"),
     ("recipe: ae\nparams:\n  backend.k: {int: [1, 2], when: {backend.name: [knn]}}\n", "not an earlier parameter"),
     ("recipe: ae\nparams:\n  train.lr: {float: [0.1, 0.01]}\n", "low < high"),

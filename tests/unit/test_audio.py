@@ -73,3 +73,16 @@ def test_bad_clip_fails_evaluation_naming_it(toy_dir, tmp_path):
     sf.write(victim, np.zeros((1600, 2), np.float32), 16000)
     with pytest.raises(AudioError, match=r"anomaly_0005.*: 2 channel\(s\), expected 1"):
         embed(load_recipe("raw_spec", ["data.clip_seconds=1"]), df)
+
+
+def test_training_crop_shift_rules():
+    from asd.data.waves import _start
+
+    rng = np.random.default_rng(0)
+    draws = lambda length, n, shift: {_start(length, n, rng, shift) for _ in range(300)}  # noqa: E731
+    assert draws(10, 18, "tile") == {0, 1, 2}  # tiled twice (20), crop 18: ASDKit's 0-2 s of a 10-s clip in 18 s
+    assert draws(10, 10, "tile") == {0} and draws(10, 18, "none") == {0}
+    assert draws(10, 10, "roll") == set(range(10))  # a full-length clip is circularly shifted
+    assert draws(30, 10, "none") == set(range(21))  # longer clips: a random crop whatever the rule
+    assert _start(10, 18, None, "tile") == 0  # no generator: embedding, from sample 0
+    np.testing.assert_array_equal(fix_length(np.arange(4), 4, 3), [3, 0, 1, 2])  # a start past the end wraps

@@ -100,3 +100,60 @@ def test_mahalanobis_picks_the_closer_domain_and_falls_back_to_source():
     assert s[0] < 0.1 and s[1] < 0.1 and s[2] > 15  # ~ 25 / var for the midpoint
     one_target = build_backend("mahalanobis").fit(np.vstack([src, tgt[:1]]), np.array(["source"] * 500 + ["target"]))
     assert len(one_target.locations_) == 1
+
+
+def test_standardize_scores_the_training_z_scores_and_is_saved_as_arrays():
+    from asd.backends import backend_class
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)) * [1.0, 100.0, 0.01] + [5.0, -300.0, 2.0]
+    dom = np.array(["source"] * 35 + ["target"] * 5)
+    test = rng.normal(size=(7, 3)) * [1.0, 100.0, 0.01] + [5.0, -300.0, 2.0]
+    be = build_backend("knn", standardize=True).fit(X, dom)
+    np.testing.assert_allclose(be.center_, X.mean(0))
+    np.testing.assert_allclose(be.scale_, X.std(0))
+    z = lambda A: (A - X.mean(0)) / X.std(0)  # noqa: E731
+    plain = build_backend("knn").fit(z(X), dom)
+    np.testing.assert_allclose(be.decision_function(test), plain.decision_function(z(test)), rtol=1e-12)
+    np.testing.assert_allclose(be.decision_scores_, plain.decision_scores_, rtol=1e-12)
+    back = backend_class("knn").from_state(be.get_params(), be.fitted_state())
+    np.testing.assert_array_equal(back.decision_function(test), be.decision_function(test))
+    # a constant dimension stays finite instead of dividing by zero
+    C = np.c_[X, np.ones(len(X))]
+    assert np.isfinite(build_backend("knn", standardize=True).fit(C, dom).decision_function(np.c_[test, np.ones(7)])).all()
+
+
+def test_domain_norm_scales_each_domain_by_its_leave_one_out_distances():
+    # 1-d angles on the unit circle: source clips close together, target clips far apart
+    ang = lambda a: np.c_[np.cos(a), np.sin(a)]  # noqa: E731
+    src, tgt = np.array([0.0, 0.1, 0.25, 0.45]), np.array([2.0, 2.4, 3.0])
+    X, dom = ang(np.r_[src, tgt]), np.array(["source"] * 4 + ["target"] * 3)
+    d = lambda a, b: np.sqrt(2 - 2 * np.cos(a - b)) / 2  # noqa: E731  (the backend's distance)
+    loo_s = np.array([d(0, 0.1), d(0.1, 0), d(0.25, 0.1), d(0.45, 0.25)])  # each clip's nearest other one
+    loo_t = np.array([d(2.0, 2.4), d(2.4, 2.0), d(3.0, 2.4)])
+    for norm in ("mean", "zscore"):
+        be = build_backend("knn", domain_norm=norm).fit(X, dom)
+        np.testing.assert_allclose(be.norm_, [[loo_s.mean(), loo_s.std()], [loo_t.mean(), loo_t.std()]])
+        x = ang(np.array([1.0]))
+        ds, dt = d(1.0, 0.45), d(1.0, 2.0)
+        expect = min(ds / loo_s.mean(), dt / loo_t.mean()) if norm == "mean" else \
+            min((ds - loo_s.mean()) / loo_s.std(), (dt - loo_t.mean()) / loo_t.std())
+        assert be.decision_function(x)[0] == pytest.approx(expect)
+    plain = build_backend("knn").fit(X, dom)
+    assert plain.decision_function(ang(np.array([1.0])))[0] == pytest.approx(min(d(1.0, 0.45), d(1.0, 2.0)))
+    with pytest.raises(Exception, match="domain_norm"):
+        build_backend("knn", domain_norm="nope").fit(X, dom)
+
+
+def test_fusion_is_the_mean_of_z_normalised_member_scores():
+    X, domains, test, y = _separable()
+    a, b = build_backend("knn_smote").fit(X, domains), build_backend("knn_rescale").fit(X, domains)
+    z = lambda be, s: (s - be.decision_scores_.mean()) / be.decision_scores_.std()  # noqa: E731
+    for how, op in (("mean", np.mean), ("max", np.max), ("min", np.min)):
+        fu = build_backend("fusion", members=["knn_smote", "knn_rescale"], fusion=how).fit(X, domains)
+        expect = op([z(a, a.decision_function(test)), z(b, b.decision_function(test))], axis=0)
+        np.testing.assert_allclose(fu.decision_function(test), expect, rtol=1e-10)
+        train = op([z(a, a.decision_scores_), z(b, b.decision_scores_)], axis=0)
+        np.testing.assert_allclose(fu.decision_scores_, train, rtol=1e-10)
+    with pytest.raises(Exception, match="backend.members"):
+        build_backend("fusion", members=["recon"]).fit(X, domains)

@@ -81,3 +81,43 @@ def test_strided_conv_with_one_output_column_is_right_under_cpu_bf16():
         assert y.dtype == torch.bfloat16 and y.shape == (8, 128, 16, 1)
         assert torch.isfinite(y).all()
         assert torch.equal(y, ref.bfloat16())  # computed in float32, rounded once
+
+
+def test_bn_shortcut_adds_the_normalised_input_raw_adds_the_input():
+    from asd.models.cnn import ResBlock
+
+    torch.manual_seed(0)
+    x = 3.0 + 2.0 * torch.randn(4, 16, 9, 7)  # far from zero mean / unit variance
+    for mode in ("bn", "raw"):
+        blk = ResBlock(16, 16, shortcut=mode).train()
+        h = torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-5)
+        residual = h
+        for layer in blk.body[1:]:
+            residual = layer(residual)
+        expected = residual + (h if mode == "bn" else x)
+        assert torch.allclose(blk(x), expected, atol=1e-5)
+    with pytest.raises(Exception, match="model.shortcut"):
+        ResBlock(16, 16, shortcut="none")
+
+
+def test_stft_pad_zero_vs_reflect_differs_only_in_the_edge_frames():
+    t = torch.arange(16000) / 16000
+    wave = (torch.sin(2 * torch.pi * 440 * t) + 0.5)[None]
+    zero = STFTBranch(1024, 512, pad="constant").spectrogram(wave)
+    refl = STFTBranch(1024, 512, pad="reflect").spectrogram(wave)
+    same = torch.isclose(zero, refl, rtol=1e-4, atol=1e-6)[0]  # (bins, frames)
+    assert not same[:, 0].all() and not same[:, -1].all() and same[:, 1:-1].all()  # only windows over an end
+    # zero padding is the STFT of the clip with n_fft / 2 zeros on each side
+    manual = torch.stft(torch.nn.functional.pad(wave, (512, 512)), 1024, 512, window=torch.hann_window(1024),
+                        center=False, return_complex=True).abs()[:, 13:] / torch.hann_window(1024).pow(2).sum().sqrt()
+    assert torch.allclose(zero, manual, atol=1e-5)
+
+
+def test_old_checkpoints_rebuild_the_architecture_they_were_trained_with():
+    from asd.training.classifier import checkpoint_args
+
+    old = {"model_name": "multiresnet", "model_args": {"n_samples": 16000}}
+    assert checkpoint_args(old) == {"n_samples": 16000, "shortcut": "raw", "stft_pad": "reflect"}
+    new = {"model_name": "multiresnet", "model_args": {"n_samples": 16000, "shortcut": "bn", "stft_pad": "constant"}}
+    assert checkpoint_args(new)["shortcut"] == "bn" and checkpoint_args(new)["stft_pad"] == "constant"
+    assert checkpoint_args({"model_name": "beats", "model_args": {"a": 1}}) == {"a": 1}

@@ -72,3 +72,19 @@ def test_frame_vectors_are_frame_major_context():
     torch.testing.assert_close(v[0, 1], torch.cat([x[0, :, t] for t in range(1, 6)]))
     with pytest.raises(ValueError, match="fewer than"):
         frame_vectors(x[:, :, :3], 5)
+
+
+def test_raw_stats_is_the_logmel_mean_and_std_over_time():
+    from asd.config.recipes import load_recipe
+    from asd.training import load_frontend
+
+    cfg = load_recipe("raw_stats")
+    assert cfg.backend.name == "knn" and cfg.backend.standardize
+    fe = load_frontend(cfg, None)
+    rng = np.random.default_rng(0)
+    waves = (0.1 * rng.normal(size=(3, 16000))).astype(np.float32)
+    emb = fe.embed_waves(waves)["embedding"]
+    mel = mel_spectrogram(torch.from_numpy(waves), cfg.features, 16000).numpy()  # log-mel dB
+    assert emb.shape == (3, 256) == (3, fe.dim)
+    np.testing.assert_allclose(emb[:, :128], mel.mean(-1), rtol=1e-5)
+    np.testing.assert_allclose(emb[:, 128:], mel.std(-1), rtol=1e-4)

@@ -27,7 +27,7 @@ from asd.config.recipes import load_recipe
     ("ae", "train.device=gpu", r"train\.device='gpu' is not allowed; use auto \| cpu \| cuda \| cuda:N"),
     ("ae", "features.kind=spec", r"features\.kind='spec' is not allowed; choose one of logmel, mel"),
     ("ae", "features.f_max=9000", r"features\.f_max=9000 is above half the sample rate"),
-    ("ae", "backend.name=knnn", r"unknown backend 'knnn'; available: knn"),
+    ("ae", "backend.name=knnn", r"unknown backend 'knnn' \(did you mean 'knn'\?\); available: fusion, knn, "),
     ("ae", "train.seed=-1", r"train\.seed=-1 is out of range: allowed \[0, 4294967295\]"),
 ])
 def test_impossible_settings_are_refused(recipe, setting, message):
