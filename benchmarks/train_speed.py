@@ -5,6 +5,8 @@ BEATs with LoRA of ``dis_beats_scac_trainable``) and precision (float32, bfloat1
 a training step (forward, backward, AdamW with the sub-cluster AdaCos head) and an embedding pass,
 counts their floating-point operations with ``torch.utils.flop_counter`` and prints clips/s, achieved
 GFLOP/s, the nominal peak of the device for that precision and the fraction reached, and peak memory.
+Each is measured twice (``--variants``): ``plain`` (NCHW layout, the for-each AdamW: the code before
+the speed work) and ``tuned`` (channels_last and the fused AdamW, as training runs now).
 On the CPU it also times the data path (WAV decoding, cached int16 batches). Clips are synthetic
 machine sounds written as 16-bit WAVs.
 
@@ -120,22 +122,27 @@ def build(kind: str, n: int, device: torch.device, tmp: Path):
 
 def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -> list[dict]:
     from asd.config import TrainConfig
-    from asd.training.runtime import autocast
+    from asd.training.runtime import autocast, make_optimizer, prepare_model
 
     n, bs = int(args.seconds * 16000), args.batch
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    model, head = build(kind, n, device, tmp)
-    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     wave = (0.1 * torch.randn(bs, n)).to(device)
     target = torch.nn.functional.one_hot(torch.arange(bs) % 32, 32).float().to(device)
     rows = []
-    for prec in args.precisions.split(","):
-        train_cfg = TrainConfig(amp=prec == "bf16", amp_dtype="bf16", cpu_bf16=prec == "bf16")
+    for variant, prec in [(v, p) for v in args.variants.split(",") for p in args.precisions.split(",")]:
+        # "plain": NCHW and the for-each AdamW (before the speed work); "tuned": what training uses now
+        tuned = variant == "tuned"
+        train_cfg = TrainConfig(amp=prec == "bf16", amp_dtype="bf16", cpu_bf16=prec == "bf16", lr=1e-4,
+                                optimizer="adamw", channels_last=tuned)
+        torch.manual_seed(0)
+        model, head = build(kind, n, device, tmp)
+        model, forward = prepare_model(model, train_cfg)
+        params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+        opt = make_optimizer(params, train_cfg) if tuned else torch.optim.AdamW(params, lr=1e-4)
 
         def step():
             with autocast(device, train_cfg):
-                emb = model(wave)
+                emb = forward(wave)
             loss = head(emb.float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -143,7 +150,7 @@ def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -
 
         def embed():
             with torch.inference_mode(), autocast(device, train_cfg):
-                model(wave)
+                forward(wave)
 
         for stage, fn, mode in (("train step", step, model.train), ("embedding", embed, model.eval)):
             mode()
@@ -153,7 +160,7 @@ def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -
             work = flops(fn)
             mem = (torch.cuda.max_memory_allocated() if device.type == "cuda"
                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
-            rows.append(dict(model=kind, stage=stage, precision=prec, clips_per_s=bs / seconds,
+            rows.append(dict(model=kind, stage=stage, variant=variant, precision=prec, clips_per_s=bs / seconds,
                              gflop_per_clip=work / bs / 1e9, gflop_s=work / seconds / 1e9,
                              peak_gflop_s=peaks[prec], of_peak=work / seconds / 1e9 / peaks[prec],
                              peak_mem_gib=mem))
@@ -184,6 +191,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--models", default="cnn", help="cnn, beats or cnn,beats")
     ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--variants", default="plain,tuned",
+                    help="plain: NCHW + for-each AdamW (before); tuned: channels_last + fused AdamW (now)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,7 +209,7 @@ def main() -> None:
     print(f"{where}, {args.seconds:g}-s clips, batch {args.batch}, torch {torch.__version__}; nominal peak "
           f"fp32 {peaks['fp32']:,.0f} GFLOP/s, bf16 {peaks['bf16']:,.0f} GFLOP/s\n")
     df = pd.DataFrame(results)
-    cols = [c for c in ["model", "stage", "precision", "clips_per_s", "gflop_per_clip", "gflop_s", "peak_gflop_s",
+    cols = [c for c in ["model", "stage", "variant", "precision", "clips_per_s", "gflop_per_clip", "gflop_s", "peak_gflop_s",
                         "of_peak", "peak_mem_gib"] if c in df]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for _, r in df[cols].iterrows():
