@@ -16,4 +16,4 @@ def test_gpu_check_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (tmp_path / "gpu_check.md").read_text()
     assert "| cuda tests |" in summary and "skipped" in summary  # collected; no GPU here
-    assert "| speed: cnn | train step | fp32 |" in summary and "| recipe: 16 epochs, extrapolated (min)" in summary
+    assert "| speed: cnn | train step | tuned | fp32 |" in summary and "| recipe: 16 epochs, extrapolated (min)" in summary
