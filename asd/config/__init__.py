@@ -82,9 +82,9 @@ class ModelConfig:
     embed_dim: int = num(256, "[0, 65536]", "0: no final Linear (a frozen pretrained encoder's pooled frames)")
     stft_sizes: list[int] = nums([1024], "[16, 65536]")
     use_fft: bool = True
-    # multiresnet, as ASDKit (docs/parity.md: +1.2 to +1.7 official points on the 14-machine toy set, 3 seeds):
-    shortcut: str = one_of("bn", "raw")  # what residual shortcuts add: bn (the normalised input) | raw (the input)
-    stft_pad: str = one_of("constant", "reflect")  # STFT end padding: constant (zeros) | reflect
+    # multiresnet: where ASDKit differs, its behaviour is one switch away (docs/parity.md has the A/Bs)
+    shortcut: str = one_of("raw", "bn")  # what residual shortcuts add: raw (the input) | bn (normalised, ASDKit)
+    stft_pad: str = one_of("reflect", "constant")  # STFT end padding: reflect | constant (zeros, ASDKit)
     # pretrained encoders (model.name beats | hf; asd/models/pretrained.py)
     checkpoint: str = pattern("", r".*", "a file, a folder or a bare name in $ASD_PRETRAINED_DIR")  # the base
     lora_rank: int = num(64, "[0, 4096]")  # LoRA on attention q/v; 0 with freeze=false tunes the whole encoder

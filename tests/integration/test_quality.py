@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 SPEC = ToySpec(seconds=2.0, n_source_train=30, n_target_train=5, n_test=10, severity=4.0, seed=0)
 # recipe -> (overrides, floor of the official score). Measured on SPEC, one thread, this CPU:
 #   ae:                      seeds 0, 1: 0.7302, 0.7109
-#   dis_spec_scac_trainable: seeds 0, 1, 2: 0.6415, 0.6097, 0.6558 (today's defaults;
-#                            with the shortcut=raw, stft_pad=reflect of before docs/parity.md: 0.6886, 0.6126, 0.6384)
+#   dis_spec_scac_trainable: seeds 0, 1, 2: 0.6886, 0.6126, 0.6384
+#                            (with ASDKit's model.shortcut=bn, stft_pad=constant: 0.6415, 0.6097, 0.6558)
 # floor = the lowest measured seed minus 0.03; the test trains seed 0. A scorer of noise gets
 # 0.50 ± 0.02 on these 240 test clips, so each floor is several standard deviations above chance.
 FLOORS = {
