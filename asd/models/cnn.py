@@ -70,7 +70,7 @@ class ResBlock(nn.Module):
     (the textbook pre-activation block; checkpoints written before this option have it).
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, shortcut: str = "bn"):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, shortcut: str = "raw"):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ConfigError(f"model.shortcut={shortcut!r}: choose one of {', '.join(SHORTCUTS)}")
@@ -109,8 +109,8 @@ class STFTBranch(nn.Module):
     torchaudio's default; ``reflect`` = torch's default); ``shortcut``: see :class:`ResBlock`.
     """
 
-    def __init__(self, n_fft: int, hop: int, sample_rate: int = 16000, out_dim: int = 128, pad: str = "constant",
-                 shortcut: str = "bn"):
+    def __init__(self, n_fft: int, hop: int, sample_rate: int = 16000, out_dim: int = 128, pad: str = "reflect",
+                 shortcut: str = "raw"):
         super().__init__()
         if pad not in PAD_MODES:
             raise ConfigError(f"model.stft_pad={pad!r}: choose one of {', '.join(PAD_MODES)}")
@@ -194,7 +194,7 @@ class MultiResNet(nn.Module):
     family = "classifier"  # one model for every machine type (asd.training.classifier)
 
     def __init__(self, n_samples: int, sample_rate: int = 16000, stft_sizes=(1024,), use_fft: bool = True,
-                 embed_dim: int = 128, shortcut: str = "bn", stft_pad: str = "constant"):
+                 embed_dim: int = 128, shortcut: str = "raw", stft_pad: str = "reflect"):
         super().__init__()
         if n_samples < 1024:
             raise ConfigError(f"clips of {n_samples} samples are too short for the CNN; use data.clip_seconds >= 0.1")
