@@ -5,12 +5,14 @@ import subprocess
 import sys
 
 import mlflow
+import pytest
 
 from tests.conftest import REPO
 
 TINY_TOY = "seconds=1,n_source_train=12,n_target_train=3,n_test=6"
 
 
+@pytest.mark.slow
 def test_mlflow_run_main(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}

@@ -165,6 +165,7 @@ def _subprocess_env(uri: str) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_killed_worker_trial_is_failed_and_retried(toy_dir, mlflow_store, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     space = _write(tmp_path, """

@@ -88,6 +88,7 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_postgres_study(postgres_url, toy_dir, tmp_path, monkeypatch):
     storage, tracking = f"{postgres_url}/optuna", f"{postgres_url}/mlflow"
     monkeypatch.chdir(tmp_path)  # MLflow's local artifact root (./mlruns)
