@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -99,3 +100,24 @@ def base_sets(recipe: str, bases: dict[str, Path], hf: str | None = None) -> lis
         return []
     key = "beats" if model == "beats" else hf or ("wavlm" if recipe == "raw_hf" else "ast")
     return [f"model.checkpoint={bases[key]}"]
+
+
+@contextlib.contextmanager
+def module_store(tmp: Path, unset: tuple[str, ...] = ()):
+    """A fresh SQLite MLflow store in ``tmp`` for a whole test module (yields its URI), the current
+    directory set to ``tmp``; ``unset``: more environment variables to remove meanwhile."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", *unset):
+            mp.delenv(name, raising=False)
+        mp.chdir(tmp)
+        mlflow.set_tracking_uri(uri)
+        while mlflow.active_run():
+            mlflow.end_run()
+        yield uri
+        # the CLI's set_experiment exported this store's experiment id; the context's undo then puts
+        # back whatever was there before the module
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

@@ -27,21 +27,10 @@ _RUNS: dict[str, str] = {}
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One SQLite MLflow store for the module, so that each recipe trains once."""
-    tmp = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        mp.delenv("ASD_PRETRAINED_DIR", raising=False)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        while mlflow.active_run():
-            mlflow.end_run()
+    from tests.conftest import module_store
+
+    with module_store(tmp_path_factory.mktemp("mlflow"), unset=("ASD_PRETRAINED_DIR",)) as uri:
         yield uri
-        # The CLI's set_experiment exported this store's experiment id; the context's undo then puts
-        # back whatever was there before the module.
-        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def _train_args(recipe: str, base, toy_dir) -> list[str]:

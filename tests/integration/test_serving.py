@@ -38,16 +38,9 @@ _CACHE: dict = {}
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One SQLite tracking store and registry for the module (registering is what is under test)."""
-    tmp = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        while mlflow.active_run():
-            mlflow.end_run()
+    from tests.conftest import module_store
+
+    with module_store(tmp_path_factory.mktemp("registry")) as uri:
         yield uri
 
 
