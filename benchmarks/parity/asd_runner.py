@@ -9,6 +9,7 @@ Per-clip scores are read back from the evaluate runs' ``scores/<machine>.csv`` a
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,14 +37,29 @@ def prepare(data_dir: Path, toy: str, env: dict, cwd: Path, log: Path) -> dict:
     return json.loads((data_dir / "toy" / "toy_spec.json").read_text())
 
 
+def commit() -> str:
+    """The commit of the asd being measured (``+dirty`` with uncommitted changes), for the run's record."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def train(recipe: str, seed: int, data_dir: Path, clip_seconds: float, epochs: int | None, threads: int,
-          device: str, env: dict, cwd: Path, log: Path) -> tuple[Measured, str]:
+          device: str, env: dict, cwd: Path, log: Path, extra: tuple[str, ...] = ()) -> tuple[Measured, str]:
     """One ``asd train`` (all machines; the AE trains one model per machine inside it)."""
     cmd = [*ASD, "train", "--dataset", "toy", "--recipe", recipe, "--seed", str(seed), "--device", device,
            "--data-dir", str(data_dir), "--set", f"data.clip_seconds={clip_seconds}",
            "--set", f"train.num_threads={threads}"]
     if epochs is not None:
         cmd += ["--set", f"train.epochs={epochs}"]
+    for kv in extra:
+        cmd += ["--set", kv]
     m = run_measured(cmd, cwd, env, log)
     return m, _run_ids(m)[-1]
 

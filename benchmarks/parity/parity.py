@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="threads per training process (both tools)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each uses --threads threads)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--asd-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra `--set` for asd's training (repeatable), e.g. model.shortcut=bn; part of the "
+                        "asd run's settings (a finished asd run with other switches is redone)")
     p.add_argument("--tools", default="asd,ASDKit", help="subset of asd,ASDKit")
     p.add_argument("--force", action="store_true", help="rerun runs whose results are already in OUT/runs")
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables from OUT/runs")
@@ -93,7 +96,8 @@ def setup(a: argparse.Namespace) -> tuple[Job, Asdkit | None, pd.DataFrame | Non
     toy = asd_runner.prepare(data_dir, a.toy, env, out / "asd", out / "logs" / "asd-prepare.log")
     index = pd.read_csv(data_dir / "toy" / "index.csv", dtype={"file": str, "attributes": str}, keep_default_na=False)
     machines = sorted(index["machine"].unique())
-    job = Job(out, data_dir, float(toy["seconds"]), a.epochs, a.threads, a.device, env, uri, index, machines)
+    job = Job(out, data_dir, float(toy["seconds"]), a.epochs, a.threads, a.device, env, uri, index, machines,
+              tuple(a.asd_set))
     adk = layout = None
     if "ASDKit" in a.tools.split(","):
         src = asdkit_data.patched_copy(a.asdkit, out / "asdkit" / "src")
@@ -127,12 +131,13 @@ def run_all(a: argparse.Namespace, recipes: list[str], seeds: list[int], backend
         settings = _settings(a, recipe, bs, {k: v for k, v in toy.items() if k != "asdkit_labels"})
         for seed in seeds:
             for tool in a.tools.split(","):
+                st = {**settings, "asd_set": list(a.asd_set)} if tool == "asd" and a.asd_set else settings
                 path = _run_path(a.out, tool, recipe, seed)
-                if path.exists() and not a.force and json.loads(path.read_text()).get("settings") == settings:
+                if path.exists() and not a.force and json.loads(path.read_text()).get("settings") == st:
                     continue
                 fn = (lambda r=recipe, s=seed, b=bs: run_asd(job, r, s, b)) if tool == "asd" else \
                      (lambda r=recipe, s=seed, b=bs: run_asdkit(job, adk, layout, r, s, b))
-                tasks.append((f"{tool}__{recipe}__seed{seed}", fn, settings))
+                tasks.append((f"{tool}__{recipe}__seed{seed}", fn, st))
     print(f"{len(tasks)} runs to do ({a.jobs} at a time)", flush=True)
     failed = 0
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:

@@ -35,6 +35,7 @@ class Job:
     tracking_uri: str
     index: pd.DataFrame
     machines: list[str]
+    asd_set: tuple[str, ...] = ()  # extra ``--set key=value`` for asd's training only (switch A/Bs)
 
 
 def backends_of(recipe: str, backends: list[str]) -> list[str]:
@@ -62,7 +63,7 @@ def run_asd(job: Job, recipe: str, seed: int, backends: list[str]) -> dict:
     cwd = job.out / "asd"
     cwd.mkdir(parents=True, exist_ok=True)
     m_train, train_id = asd_runner.train(recipe, seed, job.data_dir, job.clip_seconds, job.epochs, job.threads,
-                                         job.device, job.env, cwd, logs / "train.log")
+                                         job.device, job.env, cwd, logs / "train.log", job.asd_set)
     m_eval, ids = asd_runner.evaluate(train_id, backends, job.data_dir, job.env, cwd, logs / "evaluate.log")
     metrics, check, clips = {}, {}, None
     mlflow.set_tracking_uri(job.tracking_uri)
@@ -74,7 +75,8 @@ def run_asd(job: Job, recipe: str, seed: int, backends: list[str]) -> dict:
         part = sc[["split", "machine", "file", "score"]].rename(columns={"score": b})
         clips = part if clips is None else clips.merge(part, on=["split", "machine", "file"], validate="one_to_one")
     return dict(tool="asd", recipe=recipe, seed=seed, metrics=metrics, train=cost([m_train]), eval=cost([m_eval]),
-                run_ids=dict(train=train_id, evaluate=ids), check_max_abs_diff=check, clips=clips)
+                run_ids=dict(train=train_id, evaluate=ids), check_max_abs_diff=check, clips=clips,
+                asd_commit=asd_runner.commit())
 
 
 def _check_layout(sc: pd.DataFrame) -> None:
