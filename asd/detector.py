@@ -9,7 +9,8 @@ Evaluation, the search and serving all score clips through a :class:`Detector`::
 
 A fitted detector is saved as arrays and config, never as pickled objects: ``config.yaml``, the
 frontend's weights (``frontend.pt``, a plain tensor dict), one ``backends/<machine>.npz`` of fitted
-arrays and ``detector.json`` (backend name and parameters, machines, the ``asd`` version). Loading
+arrays and ``detector.json`` (backend name and parameters, machines, those whose backend is fused
+with the pooled-spectrum floor (``backend.floor``, :mod:`asd.backends.floor`), the ``asd`` version). Loading
 refuses a detector saved by another ``asd`` version: its scores would not be guaranteed to match.
 """
 
@@ -62,10 +63,46 @@ class Detector:
         return self._frontend
 
     def embed(self, index: pd.DataFrame) -> Embeddings:
-        """Embeddings of every train and test clip of ``index``."""
+        """Embeddings of every train and test clip of ``index`` (with the floor's input, ``stats``,
+        where a machine type of ``index`` will be fused with the floor)."""
+        from asd.backends import floor
         from asd.training import embed
 
-        return embed(self.cfg, index, frontend=self.frontend)
+        emb = embed(self.cfg, index, frontend=self.frontend)
+        counts = emb.rows.loc[emb.rows["phase"] == "train", "machine"].value_counts()
+        if any(floor.wanted(self.cfg, int(n)) for n in counts):
+            emb.stats = self._stats(emb.rows)
+        return emb
+
+    def _stats(self, rows: pd.DataFrame) -> np.ndarray:
+        """The floor's input for ``rows``: each clip's pooled log-mel mean and std (``raw_stats``)."""
+        from asd.training import embed
+
+        return embed(self._floor_cfg(), rows, frontend=self._floor_frontend()).embedding
+
+    def _floor_input(self, emb: Embeddings) -> np.ndarray:
+        if emb.stats is None:  # embedded elsewhere (e.g. the search's embedding store): computed once here
+            emb.stats = self._stats(emb.rows)
+        return emb.stats
+
+    def _floor_cfg(self) -> Config:
+        from asd.backends.floor import floor_config
+
+        return floor_config(self.cfg)
+
+    def _floor_frontend(self):
+        if getattr(self, "_floor_fe", None) is None:
+            from asd.training import load_frontend
+
+            self._floor_fe = load_frontend(self._floor_cfg(), None)
+        return self._floor_fe
+
+    @property
+    def floored(self) -> list[str]:
+        """The machine types whose fitted backend is fused with the floor."""
+        from asd.backends.floor import FloorFused
+
+        return sorted(m for m, b in self.backends_.items() if isinstance(b, FloorFused))
 
     def _input(self, emb: Embeddings) -> np.ndarray:
         from asd.backends import backend_class
@@ -74,18 +111,29 @@ class Detector:
 
     def fit(self, clips: Embeddings | pd.DataFrame) -> "Detector":
         """Fit one backend per machine type on its training clips (an index is embedded first)."""
-        from asd.backends import build_backend
+        from asd.backends import build_backend, floor
 
         emb = clips if isinstance(clips, Embeddings) else self.embed(clips)
         X, rows = self._input(emb), emb.rows
+        domains = rows["domain"].to_numpy()
         self.backends_ = {}
         for machine in sorted(rows["machine"].unique()):
             tr = np.where((rows["machine"] == machine) & (rows["phase"] == "train"))[0]
             if len(tr) == 0:
                 raise ClipIndexError(f"machine {machine!r} has test clips but no training clips to fit the backend on")
             backend = build_backend(self.cfg.backend.name, **vars(self.cfg.backend))
-            self.backends_[machine] = backend.fit(X[tr], rows["domain"].to_numpy()[tr])
+            if floor.wanted(self.cfg, len(tr)):
+                self.backends_[machine] = floor.build(backend).fit(X[tr], self._floor_input(emb)[tr], domains[tr])
+            else:
+                self.backends_[machine] = backend.fit(X[tr], domains[tr])
         return self
+
+    def _decide(self, machine: str, X: np.ndarray, stats) -> np.ndarray:
+        """Scores of one machine type's clips; ``stats()`` gives the floor's input, asked only if it is fused."""
+        from asd.backends.floor import FloorFused
+
+        backend = self._backend(machine)
+        return backend.decision_function(X, stats()) if isinstance(backend, FloorFused) else backend.decision_function(X)
 
     def score(self, clips: Embeddings | pd.DataFrame) -> pd.DataFrame:
         """The test clips' rows with ``score`` (higher = more anomalous) and ``decision`` (0/1)."""
@@ -95,9 +143,9 @@ class Detector:
         for machine in sorted(rows["machine"].unique()):
             te = np.where((rows["machine"] == machine) & (rows["phase"] == "test"))[0]
             if len(te):
-                backend, df = self._backend(machine), rows.iloc[te].copy()
-                df["score"] = backend.decision_function(X[te])
-                df["decision"] = (df["score"] > backend.threshold_).astype(int)
+                df = rows.iloc[te].copy()
+                df["score"] = self._decide(machine, X[te], lambda te=te: self._floor_input(emb)[te])
+                df["decision"] = (df["score"] > self.backends_[machine].threshold_).astype(int)
                 out.append(df)
         if not out:
             raise ClipIndexError("no test clips to score among the clips given")
@@ -108,7 +156,7 @@ class Detector:
         arrays = self.frontend.embed_waves(waves, machine)
         emb = Embeddings(pd.DataFrame(index=range(len(waves))), arrays["embedding"], arrays.get("recon"),
                          arrays.get("residual"))
-        scores = self._backend(machine).decision_function(self._input(emb))
+        scores = self._decide(machine, self._input(emb), lambda: self._floor_frontend().embed_waves(waves)["embedding"])
         return scores, (scores > self.backends_[machine].threshold_).astype(int)
 
     def _backend(self, machine: str):
@@ -131,7 +179,7 @@ class Detector:
             np.savez(out / "backends" / f"{machine}.npz", **backend.fitted_state())
             params = backend.get_params()
         meta = {"asd_version": __version__, "backend": self.cfg.backend.name, "params": params,
-                "machines": sorted(self.backends_), "thresholds": self.thresholds}
+                "machines": sorted(self.backends_), "floor": self.floored, "thresholds": self.thresholds}
         (out / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
         return out
 
@@ -141,6 +189,7 @@ class Detector:
         import torch
 
         from asd.backends import backend_class
+        from asd.backends.floor import FloorFused
 
         d = Path(folder)
         if not (d / "detector.json").is_file():
@@ -157,5 +206,7 @@ class Detector:
         backends = {}
         for machine in meta["machines"]:
             with np.load(d / "backends" / f"{machine}.npz") as z:
-                backends[machine] = cls_.from_state(meta["params"], {k: z[k] for k in z.files})
+                state = {k: z[k] for k in z.files}
+            backends[machine] = FloorFused.from_state(cls_, meta["params"], state) \
+                if machine in meta.get("floor", []) else cls_.from_state(meta["params"], state)
         return cls(cfg, ckpt, backends)

@@ -197,8 +197,13 @@ def _evaluate_backend(det, emb, train_run: str | None, timing: dict, plots: list
                                title_prefix=f"{cfg.recipe} / {name}: ")
         m, keys = result.metrics, {"official": "official", "dev": "dev/official", "eval": "eval/official"}
         shown = ", ".join(f"{k} {m[v]:.4f}" for k, v in keys.items() if v in m) or "no official score"
-        print(f"{cfg.recipe} / {name}: {shown}"
-              + "".join(f"; {v} not computed: {result.missing[v]}" for v in keys.values() if v in result.missing))
+        floored = det.floored
+        mlflow.set_tag("asd.floor_machines", ",".join(floored))
+        mlflow.log_metric("evaluate/floor_machines", len(floored))
+        print(f"{cfg.recipe} / {name}{' + floor' if floored else ''}: {shown}"
+              + "".join(f"; {v} not computed: {result.missing[v]}" for v in keys.values() if v in result.missing)
+              + (f" (backend.floor={cfg.backend.floor}: fused with the raw_stats floor for "
+                 f"{len(floored)}/{len(det.backends_)} machine types)" if floored else ""))
         if log_model:
             from asd.serving.publish import log_detector
 

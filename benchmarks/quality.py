@@ -36,6 +36,9 @@ import numpy as np
 FLOOR = "raw_stats"
 
 
+SCORING = 2  # bumped when the same spec scores differently (2: backend.floor, default auto)
+
+
 def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True, help="data folder; the toy set is generated there if missing")
@@ -167,12 +170,14 @@ def score_run(run_dir: Path, specs: list[str]) -> dict:
 
     path = run_dir / "scores.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
+    if done.pop("scoring", None) != SCORING:  # scored by older detector code: every spec again
+        done = {}
     todo = [s for s in specs if s not in done]
     if todo:
         cfg, emb = _load(run_dir)
         for spec in todo:
             done[spec] = _split_scores(evaluate(_detector(cfg, spec), emb).metrics)
-        path.write_text(json.dumps(done, indent=1))
+        path.write_text(json.dumps({"scoring": SCORING, **done}, indent=1))
     return done
 
 

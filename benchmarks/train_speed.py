@@ -5,8 +5,10 @@ BEATs with LoRA of ``dis_beats_scac_trainable``) and precision (float32, bfloat1
 a training step (forward, backward, AdamW with the sub-cluster AdaCos head) and an embedding pass,
 counts their floating-point operations with ``torch.utils.flop_counter`` and prints clips/s, achieved
 GFLOP/s, the nominal peak of the device for that precision and the fraction reached, and peak memory.
-Each is measured twice (``--variants``): ``plain`` (NCHW layout, the for-each AdamW: the code before
-the speed work) and ``tuned`` (channels_last and the fused AdamW, as training runs now).
+Each is measured in up to three ways (``--variants``): ``plain`` (NCHW layout, the for-each AdamW:
+the code before the speed work), ``tuned`` (channels_last and the fused AdamW, as training runs now)
+and ``compiled`` (tuned plus ``train.compile``: ``torch.compile`` of the model; its FLOPs are counted
+on the eager model, and ``first_call_s`` shows what the compilation costs).
 On the CPU it also times the data path (WAV decoding, cached int16 batches). Clips are synthetic
 machine sounds written as 16-bit WAVs.
 
@@ -86,13 +88,20 @@ def make_clips(folder: Path, n: int, seconds: float) -> pd.DataFrame:
 
 def timed(fn, repeats: int, sync) -> float:
     """Wall seconds per call, after one warm-up call."""
+    return timed_first(fn, repeats, sync)[0]
+
+
+def timed_first(fn, repeats: int, sync) -> tuple[float, float]:
+    """(wall seconds per call after one warm-up call, seconds of that first call: compilation included)."""
+    t0 = time.perf_counter()
     fn()
     sync()
+    first = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
     sync()
-    return (time.perf_counter() - t0) / repeats
+    return (time.perf_counter() - t0) / repeats, first
 
 
 def flops(fn) -> float:
@@ -128,12 +137,12 @@ def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     wave = (0.1 * torch.randn(bs, n)).to(device)
     target = torch.nn.functional.one_hot(torch.arange(bs) % 32, 32).float().to(device)
-    rows = []
+    rows, counted = [], {}
     for variant, prec in [(v, p) for v in args.variants.split(",") for p in args.precisions.split(",")]:
         # "plain": NCHW and the for-each AdamW (before the speed work); "tuned": what training uses now
-        tuned = variant == "tuned"
+        tuned = variant in ("tuned", "compiled")
         train_cfg = TrainConfig(amp=prec == "bf16", amp_dtype="bf16", cpu_bf16=prec == "bf16", lr=1e-4,
-                                optimizer="adamw", channels_last=tuned)
+                                optimizer="adamw", channels_last=tuned, compile=variant == "compiled")
         torch.manual_seed(0)
         model, head = build(kind, n, device, tmp)
         model, forward = prepare_model(model, train_cfg)
@@ -156,14 +165,16 @@ def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -
             mode()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            seconds = timed(fn, args.steps, sync)
-            work = flops(fn)
+            seconds, first = timed_first(fn, args.steps, sync)
+            if variant != "compiled":  # the FLOP counter does not see inside compiled graphs; the work is the same
+                counted[(stage, prec)] = flops(fn)
+            work = counted.get((stage, prec), float("nan"))
             mem = (torch.cuda.max_memory_allocated() if device.type == "cuda"
                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
             rows.append(dict(model=kind, stage=stage, variant=variant, precision=prec, clips_per_s=bs / seconds,
                              gflop_per_clip=work / bs / 1e9, gflop_s=work / seconds / 1e9,
                              peak_gflop_s=peaks[prec], of_peak=work / seconds / 1e9 / peaks[prec],
-                             peak_mem_gib=mem))
+                             peak_mem_gib=mem, first_call_s=first))
     return rows
 
 
@@ -192,7 +203,8 @@ def main() -> None:
     ap.add_argument("--models", default="cnn", help="cnn, beats or cnn,beats")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--variants", default="plain,tuned",
-                    help="plain: NCHW + for-each AdamW (before); tuned: channels_last + fused AdamW (now)")
+                    help="plain: NCHW + for-each AdamW (before); tuned: channels_last + fused AdamW (now); "
+                         "compiled: tuned + torch.compile (list it after tuned)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -210,7 +222,7 @@ def main() -> None:
           f"fp32 {peaks['fp32']:,.0f} GFLOP/s, bf16 {peaks['bf16']:,.0f} GFLOP/s\n")
     df = pd.DataFrame(results)
     cols = [c for c in ["model", "stage", "variant", "precision", "clips_per_s", "gflop_per_clip", "gflop_s", "peak_gflop_s",
-                        "of_peak", "peak_mem_gib"] if c in df]
+                        "of_peak", "peak_mem_gib", "first_call_s"] if c in df]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for _, r in df[cols].iterrows():
         cells = [f"{v:.1%}" if c == "of_peak" and pd.notna(v) else f"{v:,.2f}" if isinstance(v, float) and pd.notna(v)

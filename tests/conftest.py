@@ -121,3 +121,39 @@ def module_store(tmp: Path, unset: tuple[str, ...] = ()):
         # the CLI's set_experiment exported this store's experiment id; the context's undo then puts
         # back whatever was there before the module
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+class Crash(Exception):
+    """Raised by :func:`whole_and_resumed`'s epoch callback to interrupt a run."""
+
+
+def whole_and_resumed(cfg, index, tmp: Path):
+    """``(whole, resumed, first)``: ``cfg`` trained uninterrupted; the same run crashed after epoch 1
+    and resumed from that checkpoint (``first``, the epoch-1 checkpoint dict)."""
+    from asd.training import train
+    from asd.training.runtime import load_checkpoint
+
+    whole = train(cfg, index, tmp / "whole")
+
+    def crash_after_first(epoch, _stats):
+        if epoch == 1:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        train(cfg, index, tmp / "cut", on_epoch=crash_after_first)
+    first = load_checkpoint(tmp / "cut" / "last.pt")
+    return whole, train(cfg, index, tmp / "cut", resume=first), first
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Equal nested state dicts (tensors compared exactly)."""
+    import torch
+
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], dict):
+            assert_same_state(a[k], b[k])
+        elif torch.is_tensor(a[k]):
+            assert torch.equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k

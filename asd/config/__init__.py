@@ -151,6 +151,7 @@ class BackendConfig:
     members: list[str] = field(default_factory=lambda: ["knn_smote", "knn_rescale"],  # fusion: member backends
                                metadata={"registry": "backend"})
     fusion: str = one_of("mean", "min", "max")  # fusion: of the members' z-normalised scores
+    floor: str = one_of("auto", "on", "off")  # fuse the raw_stats floor's scores in (asd.backends.floor)
 
 
 @dataclass

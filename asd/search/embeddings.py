@@ -81,7 +81,7 @@ def load(root: Path, key: str) -> Embeddings | None:
     except (OSError, ValueError) as e:
         log.warning("embedding store entry %s is unreadable (%s); recomputing", d, e)
         return None
-    return Embeddings(rows, arrays["embedding"], arrays.get("recon"), arrays.get("residual"))
+    return Embeddings(rows, arrays["embedding"], arrays.get("recon"), arrays.get("residual"), arrays.get("stats"))
 
 
 def save(root: Path, key: str, emb: Embeddings) -> Path:
@@ -97,8 +97,9 @@ def save(root: Path, key: str, emb: Embeddings) -> Path:
         arrays = {"embedding": emb.embedding}
         if emb.recon is not None:
             arrays["recon"] = emb.recon
-        if emb.residual is not None:
-            arrays["residual"] = emb.residual
+        for name in ("residual", "stats"):
+            if getattr(emb, name) is not None:
+                arrays[name] = getattr(emb, name)
         np.savez(tmp / "arrays.npz", **arrays)
         os.rename(tmp, final)  # atomic; fails if another worker got there first
     except OSError:

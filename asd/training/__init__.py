@@ -55,12 +55,13 @@ class Embeddings:
     embedding: np.ndarray  # (n_clips, dim)
     recon: np.ndarray | None = None  # (n_clips,) the frontend's own anomaly score (autoencoder MSE), if any
     residual: np.ndarray | None = None  # (n_clips, n_mels) mean reconstruction residual (AE), for Mahalanobis
+    stats: np.ndarray | None = None  # (n_clips, 2 n_mels) pooled log-mel mean and std: the floor's input
 
     def select(self, mask: np.ndarray) -> "Embeddings":
         mask = np.asarray(mask)
         pick = lambda a: None if a is None else a[mask]  # noqa: E731
         return Embeddings(self.rows[mask].reset_index(drop=True), self.embedding[mask], pick(self.recon),
-                          pick(self.residual))
+                          pick(self.residual), pick(self.stats))
 
     def features(self, kinds: tuple[str, ...], who: str = "this backend") -> np.ndarray:
         """The first of ``kinds`` (``embedding``, ``recon``, ``residual``) that this frontend produced."""

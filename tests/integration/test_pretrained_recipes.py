@@ -174,29 +174,19 @@ def test_resume_repeats_an_uninterrupted_run_exactly(toy_dir, pretrained_bases, 
     cut), trained parameters and optimiser state as the run that was never interrupted."""
     from asd.config.recipes import load_recipe
     from asd.data.index import read_index
-    from asd.training import train
     from asd.training.runtime import load_checkpoint
-    from tests.integration.test_resume import _assert_same_state, _Crash
+    from tests.conftest import assert_same_state, whole_and_resumed
 
     # 30 training clips in batches of 8: 4 steps an epoch, so the 6-step warm-up ends inside epoch 2.
     cfg = load_recipe("dis_beats_scac_trainable", [f"model.checkpoint={pretrained_bases['beats']}",
                                                    "train.epochs=2", "data.clip_seconds=1", "train.warmup_steps=6"])
-    index = read_index(toy_dir, "toy", MACHINES.split(","))
-    whole = train(cfg, index, tmp_path / "whole")
-
-    def crash_after_first(epoch, _stats):
-        if epoch == 1:
-            raise _Crash()
-
-    with pytest.raises(_Crash):
-        train(cfg, index, tmp_path / "cut", on_epoch=crash_after_first)
-    resumed = train(cfg, index, tmp_path / "cut", resume=load_checkpoint(tmp_path / "cut" / "last.pt"))
+    whole, resumed, _ = whole_and_resumed(cfg, read_index(toy_dir, "toy", MACHINES.split(",")), tmp_path)
     assert [h["train/loss"] for h in resumed.history] == [whole.history[-1]["train/loss"]]
     assert resumed.history[-1]["train/lr"] == whole.history[-1]["train/lr"] == pytest.approx(1e-4)
     assert whole.history[0]["train/lr"] == pytest.approx(1e-4 * 3 / 6)  # the 4th step of the ramp
     a, b = load_checkpoint(whole.checkpoint), load_checkpoint(resumed.checkpoint)
-    _assert_same_state(a["state"], b["state"])
-    _assert_same_state(a["optim"], b["optim"])
+    assert_same_state(a["state"], b["state"])
+    assert_same_state(a["optim"], b["optim"])
     assert a["optim"]["param_groups"][0]["steps_done"] == 8
 
 

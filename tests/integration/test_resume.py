@@ -12,55 +12,27 @@ import time
 
 import mlflow
 import pytest
-import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_same_state, whole_and_resumed
 
 EPOCHS = 3
-
-
-class _Crash(Exception):
-    pass
-
-
-def _assert_same_state(a: dict, b: dict) -> None:
-    """Equal nested state dicts (tensors compared exactly)."""
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], dict):
-            _assert_same_state(a[k], b[k])
-        elif torch.is_tensor(a[k]):
-            assert torch.equal(a[k], b[k]), k
-        else:
-            assert a[k] == b[k], k
 
 
 @pytest.mark.parametrize("recipe", ["ae", "dis_spec_scac_trainable"])
 def test_resume_repeats_an_uninterrupted_run_exactly(recipe, toy_dir, tmp_path):
     from asd.config.recipes import load_recipe
     from asd.data.index import read_index
-    from asd.training import train
     from asd.training.runtime import load_checkpoint
 
     sets = [f"train.epochs={EPOCHS}", "data.clip_seconds=1", "train.batch_size=8", "train.grad_clip=1"]
-    cfg = load_recipe(recipe, sets)
-    index = read_index(toy_dir, "toy", ["fan", "valve"])
-    whole = train(cfg, index, tmp_path / "whole")
-
-    def crash_after_first(epoch, _stats):
-        if epoch == 1:
-            raise _Crash()
-
-    with pytest.raises(_Crash):
-        train(cfg, index, tmp_path / "cut", on_epoch=crash_after_first)
-    first = load_checkpoint(tmp_path / "cut" / "last.pt")
+    whole, resumed, first = whole_and_resumed(load_recipe(recipe, sets), read_index(toy_dir, "toy", ["fan", "valve"]),
+                                              tmp_path)
     assert first["epoch"] == 1
-    resumed = train(cfg, index, tmp_path / "cut", resume=first)
     assert resumed.history[-1]["train/loss"] == whole.history[-1]["train/loss"]
     a, b = load_checkpoint(whole.checkpoint), load_checkpoint(resumed.checkpoint)
     assert a["epoch"] == b["epoch"] == EPOCHS
-    _assert_same_state(a["state"], b["state"])
-    _assert_same_state(a["optim"], b["optim"])
+    assert_same_state(a["state"], b["state"])
+    assert_same_state(a["optim"], b["optim"])
 
 
 def _cli(args, env, cwd, **kw):
@@ -130,4 +102,4 @@ def test_sigkill_mid_epoch_then_resume(toy_dir, tmp_path, monkeypatch):
     last = lambda rid: client.get_metric_history(rid, "train/loss")[-1].value  # noqa: E731
     assert last(whole_id) == last(run_id)
     whole_ckpt = load_checkpoint(local_artifact_dir(mlflow.get_run(whole_id)) / "checkpoints" / "last.pt")
-    _assert_same_state(whole_ckpt["state"], load_checkpoint(ckpt_path)["state"])
+    assert_same_state(whole_ckpt["state"], load_checkpoint(ckpt_path)["state"])
