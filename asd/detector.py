@@ -133,7 +133,9 @@ class Detector:
         from asd.backends.floor import FloorFused
 
         backend = self._backend(machine)
-        return backend.decision_function(X, stats()) if isinstance(backend, FloorFused) else backend.decision_function(X)
+        if isinstance(backend, FloorFused):
+            return backend.decision_function(X, stats())
+        return backend.decision_function(X)
 
     def score(self, clips: Embeddings | pd.DataFrame) -> pd.DataFrame:
         """The test clips' rows with ``score`` (higher = more anomalous) and ``decision`` (0/1)."""

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from asd.backends import floor
+from asd.backends.base import fit_threshold
 from asd.config.recipes import load_recipe
 from asd.data.index import read_index
 from asd.detector import Detector
@@ -48,10 +49,10 @@ def test_fused_score_is_the_mean_of_both_z_scores_and_survives_save_load(toy_dir
         want = (_zscores(plain.backends_[m], s_plain["score"][rows].to_numpy())
                 + _zscores(base.backends_[m], s_base["score"][rows].to_numpy())) / 2
         np.testing.assert_allclose(scores["score"][rows], want, rtol=1e-9, atol=1e-12)
-        fused = det.backends_[m]
-        np.testing.assert_allclose(fused.decision_scores_, (_zscores(plain.backends_[m], plain.backends_[m].decision_scores_)
-                                   + _zscores(base.backends_[m], base.backends_[m].decision_scores_)) / 2)
-        assert fused.threshold_ != plain.backends_[m].threshold_  # fitted on the fused training scores
+        fused, p, f = det.backends_[m], plain.backends_[m], base.backends_[m]
+        want_train = (_zscores(p, p.decision_scores_) + _zscores(f, f.decision_scores_)) / 2
+        np.testing.assert_allclose(fused.decision_scores_, want_train)
+        assert fused.threshold_ == fit_threshold(fused.decision_scores_, p.threshold, p.threshold_quantile)
 
     again = Detector.load(det.save(tmp_path / "det"))
     assert again.floored == det.floored and again.thresholds == det.thresholds
