@@ -39,6 +39,7 @@ class Detector:
         self.checkpoint = checkpoint
         self.backends_ = dict(backends or {})
         self._frontend = None
+        self._floor_fe = None  # the floor's frontend (backend.floor), built on first use
 
     def with_backend(self, name: str | None = None, overrides=None) -> "Detector":
         """The same frontend with another (unfitted) backend: ``backend.name`` and ``backend.*`` overrides."""
@@ -91,7 +92,7 @@ class Detector:
         return floor_config(self.cfg)
 
     def _floor_frontend(self):
-        if getattr(self, "_floor_fe", None) is None:
+        if self._floor_fe is None:
             from asd.training import load_frontend
 
             self._floor_fe = load_frontend(self._floor_cfg(), None)

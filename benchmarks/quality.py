@@ -184,6 +184,7 @@ def score_run(run_dir: Path, specs: list[str]) -> dict:
 def ensemble(runs: list[Path], spec: str) -> dict:
     """The runs (seeds) as one detector: per machine, each run's test scores z-normalised by the mean
     and std of its own leave-one-out training scores, then averaged over runs (no labels used)."""
+    from asd.backends.fusion import zstats
     from asd.evaluation.scoring import compute_metrics
 
     total, out = 0.0, None
@@ -191,13 +192,12 @@ def ensemble(runs: list[Path], spec: str) -> dict:
         cfg, emb = _load(d)
         det = _detector(cfg, spec).fit(emb)
         sc = det.score(emb)
-        stats = {m: (np.mean(t), np.std(t)) for m, b in det.backends_.items()
-                 for t in [b.decision_scores_[np.isfinite(b.decision_scores_)]]}
+        stats = {m: zstats(b.decision_scores_[None])[0] for m, b in det.backends_.items()}
         mean, std = sc["machine"].map(lambda m: stats[m][0]), sc["machine"].map(lambda m: stats[m][1])
         if out is not None and not (out["file"].to_numpy() == sc["file"].to_numpy()).all():
             raise SystemExit(f"{d}: its test clips are not those of {runs[0]}; ensembles need the same data")
         out = sc
-        total = total + ((sc["score"] - mean) / np.maximum(std, 1e-12)).to_numpy()
+        total = total + ((sc["score"] - mean) / std).to_numpy()
     out = out.assign(score=total / len(runs)).drop(columns=["decision"])
     return _split_scores(compute_metrics(out, cfg.data.dataset)[0])
 

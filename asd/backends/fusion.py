@@ -17,6 +17,19 @@ from asd.registry import accepted_kwargs
 COMBINE = {"mean": np.mean, "min": np.min, "max": np.max}
 
 
+def zstats(train: np.ndarray) -> np.ndarray:
+    """``(members, 2)``: mean and standard deviation (at least 1e-12) of each row of ``(members, n)``
+    training scores, non-finite scores left out: the scale every label-free fusion z-normalises by."""
+    train = np.asarray(train, dtype=float)
+    train = np.where(np.isfinite(train), train, np.nan)
+    return np.c_[np.nanmean(train, 1), np.maximum(np.nanstd(train, 1), 1e-12)]
+
+
+def zscores(scores: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """``(members, n)`` scores on the scale of :func:`zstats`."""
+    return (scores - stats[:, :1]) / stats[:, 1:]
+
+
 @register("fusion")
 class Fusion(Backend):
     """z-normalised member scores combined by ``fusion``; fitted: ``zstats_`` (members, 2) and each member's arrays.
@@ -49,13 +62,10 @@ class Fusion(Backend):
             raise BackendError(f"backend.members={','.join(self.members)}: name one or more embedding backends "
                                f"(not {', '.join(bad) or 'nothing'}), e.g. knn_smote,knn_rescale")
         self._fitted = [build_backend(m, **self._member_params()).fit(X, domains) for m in names]
-        train = np.stack([b.decision_scores_ for b in self._fitted])
-        train = np.where(np.isfinite(train), train, np.nan)
-        self.zstats_ = np.c_[np.nanmean(train, 1), np.maximum(np.nanstd(train, 1), 1e-12)]
+        self.zstats_ = zstats(np.stack([b.decision_scores_ for b in self._fitted]))
 
     def _combined(self, scores: np.ndarray) -> np.ndarray:
-        z = (scores - self.zstats_[:, :1]) / self.zstats_[:, 1:]
-        return COMBINE[self.fusion](z, axis=0)
+        return COMBINE[self.fusion](zscores(scores, self.zstats_), axis=0)
 
     def _score(self, X):
         return self._combined(np.stack([b.decision_function(X) for b in self._fitted]))
