@@ -121,3 +121,79 @@ def test_old_checkpoints_rebuild_the_architecture_they_were_trained_with():
     new = {"model_name": "multiresnet", "model_args": {"n_samples": 16000, "shortcut": "bn", "stft_pad": "constant"}}
     assert checkpoint_args(new)["shortcut"] == "bn" and checkpoint_args(new)["stft_pad"] == "constant"
     assert checkpoint_args({"model_name": "beats", "model_args": {"a": 1}}) == {"a": 1}
+
+
+@pytest.mark.parametrize("c_in,length,k,stride", [(1, 2001, 256, 64), (8, 559, 64, 32), (8, 16, 16, 4), (8, 30, 14, 4)])
+def test_length_major_conv1d_equals_conv1d_forward_and_backward(c_in, length, k, stride):
+    """Both ways (stride-long chunks when the stride divides the kernel and there are channels, copied
+    frames otherwise) give F.conv1d's numbers and gradients, in float64."""
+    from asd.models.cnn import conv1d_length_major
+
+    torch.manual_seed(0)
+    x = torch.randn(3, c_in, length, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, c_in, k, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.conv1d(x, w, stride=stride)
+    out = conv1d_length_major(x.transpose(1, 2), w, stride).transpose(1, 2)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-10)
+    g = torch.randn_like(ref)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(torch.autograd.grad((out * g).sum(), (x, w)),
+                                                                 torch.autograd.grad((ref * g).sum(), (x, w))))
+
+
+def test_pooled_batch_norm_is_relu_pool_batch_norm_with_its_gradient_and_running_stats():
+    from asd.models.cnn import PooledBatchNorm, pooled_batch_norm_relu
+
+    torch.manual_seed(0)
+    pool = torch.nn.MaxPool2d(3, 2)
+    h = (0.5 + torch.randn(2, 3, 11, 9, dtype=torch.float64)).contiguous(memory_format=torch.channels_last)
+    h.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: PooledBatchNorm.apply(t, 1e-5, pool)[0], (h,))
+    ours, theirs = torch.nn.BatchNorm2d(3, affine=False).double(), torch.nn.BatchNorm2d(3, affine=False).double()
+    for _ in range(2):
+        out = pooled_batch_norm_relu(h, ours, pool)
+        ref = torch.relu(pool(theirs(h)))
+        assert torch.allclose(out, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    assert torch.allclose(*(torch.autograd.grad((y * g).sum(), h)[0] for y in (out, ref)), atol=1e-12)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.allclose(getattr(ours, name).double(), getattr(theirs, name).double(), atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_stft_branch_equals_the_plain_layer_composition(channels_last):
+    """The STFT branch's fast paths (framed rFFT, stem ReLU after the pool, PooledBatchNorm in float32
+    channels-last training) compute what the plain layers compute: outputs, running statistics and,
+    for the stem, a gradient at least as close to the float64 truth."""
+    import copy
+
+    torch.manual_seed(0)
+    b = STFTBranch(1024, 512, pad="constant")
+    if channels_last:
+        b = b.to(memory_format=torch.channels_last)
+    ref = copy.deepcopy(b)
+
+    def plain(m, wave):
+        spec = torch.stft(wave, 1024, 512, window=torch.hann_window(1024), center=True, pad_mode="constant",
+                          return_complex=True).abs()[:, m.first_bin:] / torch.hann_window(1024).pow(2).sum().sqrt()
+        return m.head(m.blocks(m.stem(m.freq_norm(spec).unsqueeze(1))).amax(dim=-1).flatten(1))
+
+    wave = 0.1 * torch.randn(5, 24000)
+    for mode in ("train", "train", "eval"):
+        b.train(mode == "train")
+        ref.train(mode == "train")
+        assert torch.allclose(b(wave), plain(ref, wave), atol=2e-4)
+    for (name, x), y in zip(b.state_dict().items(), ref.state_dict().values()):
+        assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-5), name
+
+    b.train()
+    h = b.stem[0](torch.randn(4, 1, 60, 40)).detach()
+    h = h.contiguous(memory_format=torch.channels_last) if channels_last else h.contiguous()
+    g = torch.randn(4, 16, 13, 8, dtype=torch.float64)
+    ref_stem = lambda t: torch.relu(b.stem[3](torch.nn.functional.batch_norm(t, None, None, training=True)))  # noqa: E731
+    hd = h.double().requires_grad_()
+    truth = torch.autograd.grad((ref_stem(hd) * g).sum(), hd)[0]
+    errs = []
+    for fn in (lambda t: b._norm_relu_pool(t), ref_stem):
+        hf = h.clone().requires_grad_()
+        errs.append((torch.autograd.grad((fn(hf) * g.float()).sum(), hf)[0].double() - truth).abs().max().item())
+    assert errs[0] <= max(2 * errs[1], 1e-6)
