@@ -48,17 +48,19 @@ def prepare_cpu(train: TrainConfig) -> None:
     keep_freed_memory()
 
 
-_MMAP_THRESHOLD, _TRIM_THRESHOLD = -3, -1  # glibc's mallopt parameters (malloc.h)
+_TRIM_THRESHOLD, _MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
 def keep_freed_memory() -> bool:
     """Let glibc keep freed tensor memory for reuse instead of unmapping it (Linux; a no-op elsewhere).
 
     A training step allocates and frees the same large activations every step. glibc serves blocks
-    above its mmap threshold with fresh ``mmap`` pages, so every step pays the kernel for page
-    faults and zeroing (measured: 5-10 % of a CNN step on one core). Raising the threshold to its
-    maximum (32 MiB) and the trim threshold to 1 GiB keeps those blocks in the heap. Returns whether
-    both settings were taken.
+    above its mmap threshold (at most 32 MiB, smaller than the CNN's largest activations) with fresh
+    ``mmap`` pages, so every step pays the kernel for page faults and zeroing (measured: 5-10 % of a
+    CNN step on one core). With mmap off for ordinary allocations (glibc still maps memory when the
+    heap cannot grow) and a 1 GiB trim threshold the blocks stay in the heap and are reused; the
+    process keeps its peak heap instead of returning it between steps. Returns whether both
+    settings were taken.
     """
     import ctypes
     import ctypes.util
@@ -68,7 +70,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_MMAP_THRESHOLD, 32 * 2**20)) and bool(libc.mallopt(_TRIM_THRESHOLD, 2**30))
+        return bool(libc.mallopt(_MMAP_MAX, 0)) and bool(libc.mallopt(_TRIM_THRESHOLD, 2**30))
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
 

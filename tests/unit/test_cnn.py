@@ -197,3 +197,20 @@ def test_fast_stft_branch_equals_the_plain_layer_composition(channels_last):
         hf = h.clone().requires_grad_()
         errs.append((torch.autograd.grad((fn(hf) * g.float()).sum(), hf)[0].double() - truth).abs().max().item())
     assert errs[0] <= max(2 * errs[1], 1e-6)
+
+
+def test_squeeze_excite_gives_the_same_numbers_and_gradients_in_every_layout():
+    from asd.models.cnn import SqueezeExcite
+
+    torch.manual_seed(0)
+    se = SqueezeExcite(32).double()
+    x = torch.randn(3, 32, 7, 5, dtype=torch.float64)
+    g = torch.randn_like(x)
+    outs = []
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        t = t.clone().requires_grad_()
+        y = se(t)
+        outs.append((y, *torch.autograd.grad((y * g).sum(), (t, *se.parameters()))))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(*outs))
+    seq = torch.randn(3, 32, 40, dtype=torch.float64)  # (B, C, L) and its length-major (B, L, C)
+    assert torch.allclose(se.length_major(seq.transpose(1, 2)).transpose(1, 2), se(seq), atol=1e-12)
