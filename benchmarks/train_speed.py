@@ -208,6 +208,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from asd.training.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as training does (asd.training.runtime.prepare_cpu), for every variant
     device = torch.device(args.device)
     peaks = gpu_peak_gflops() if device.type == "cuda" else cpu_peak_gflops(torch.get_num_threads())
     torch.manual_seed(0)

@@ -287,15 +287,15 @@ def conv1d_length_major(x: torch.Tensor, weight: torch.Tensor, stride: int) -> t
     n = (x.shape[1] - k) // stride + 1
     if c_in > 1 and k % stride == 0:
         r = k // stride  # chunk j of position p is chunk p + j of the input
-        chunks = x[:, : (n + r - 1) * stride].reshape(x.shape[0], n + r - 1, stride * c_in)
+        chunks = x[:, : (n + r - 1) * stride].reshape(-1, stride * c_in)  # (B * chunks, stride * C_in)
         pieces = weight.permute(0, 2, 1).reshape(c_out, r, stride * c_in).transpose(0, 1).reshape(r * c_out, -1)
-        z = torch.matmul(chunks, pieces.t())  # (B, chunks, r * C_out)
+        z = torch.matmul(chunks, pieces.t()).view(x.shape[0], n + r - 1, r * c_out)  # one 2-D product
         y = z[:, :n, :c_out]
         for j in range(1, r):
             y = y + z[:, j:j + n, j * c_out:(j + 1) * c_out]
         return y
-    frames = x.unfold(1, k, stride)  # (B, positions, C_in, k), overlapping views
-    return torch.matmul(frames.reshape(x.shape[0], n, c_in * k), weight.reshape(c_out, -1).t())
+    frames = x.unfold(1, k, stride).reshape(-1, c_in * k)  # (B * positions, C_in * k): overlapping frames copied
+    return torch.matmul(frames, weight.reshape(c_out, -1).t()).view(x.shape[0], n, c_out)
 
 
 class FFTBranch(nn.Module):
