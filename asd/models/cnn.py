@@ -59,14 +59,18 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            rows = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])  # (B, H * W, C): a view
-            return x * self.gate(_mean_over_rows(rows)).view(x.shape[0], x.shape[1], 1, 1)
+            return x * self.gate(_mean_over_rows(_channels_last_rows(x))).view(x.shape[0], x.shape[1], 1, 1)
         w = self.gate(x.flatten(2).mean(-1))
         return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
 
     def length_major(self, x: torch.Tensor) -> torch.Tensor:
         """The same gating of a length-major ``(B, L, C)`` input."""
         return x * self.gate(_mean_over_rows(x)).unsqueeze(1)
+
+
+def _channels_last_rows(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` as ``(B, H * W, C)``: a view when ``x`` is channels-last."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
 def _mean_over_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -235,10 +239,9 @@ class PooledBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, eps, pool):
-        rows = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])  # a view: channels-last memory
-        n = rows.shape[0]
-        mean = (torch.ones(1, n, dtype=h.dtype, device=h.device) @ rows)[0] / n
-        var = ((rows.t() @ rows).diagonal() / n - mean.square()).clamp_min(0)
+        rows = _channels_last_rows(h).reshape(-1, h.shape[1])  # (positions, C): a view
+        mean = _mean_over_rows(rows[None])[0]
+        var = ((rows.t() @ rows).diagonal() / rows.shape[0] - mean.square()).clamp_min(0)
         invstd = torch.rsqrt(var + eps)
         pooled, where = nn.functional.max_pool2d(h, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
                                                  pool.ceil_mode, return_indices=True)
@@ -270,7 +273,7 @@ class PooledBatchNorm(torch.autograd.Function):
 
 def _rows_flat(x: torch.Tensor) -> torch.Tensor:
     """A ``(B, C, H, W)`` tensor flattened in channels-last order (a view when it is channels-last)."""
-    return x.permute(0, 2, 3, 1).reshape(-1)
+    return _channels_last_rows(x).reshape(-1)
 
 
 def magnitude(spec: torch.Tensor) -> torch.Tensor:
