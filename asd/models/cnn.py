@@ -261,19 +261,11 @@ class PooledBatchNorm(torch.autograd.Function):
         b = 2 * grad_var / n  # d/dh of the statistics: grad_mean / n + grad_var * 2 (h - mean) / n
         a = grad_mean / n - b * mean
         grad_h = torch.addcmul(a.view(1, -1, 1, 1), h, b.view(1, -1, 1, 1)).contiguous(memory_format=torch.channels_last)
-        # Then the pooled gradient added at each window's maximum: `where` indexes the (H, W) plane of
-        # one (sample, channel); in channels-last memory that element sits at (sample * H * W + where) * C + channel.
-        batch, channels, height, width = h.shape
-        start = (torch.arange(batch, device=h.device).view(-1, 1, 1, 1) * (channels * height * width)
-                 + torch.arange(channels, device=h.device).view(1, -1, 1, 1))
-        offsets = torch.add(start, where, alpha=channels)
-        _rows_flat(grad_h).scatter_add_(0, _rows_flat(offsets), _rows_flat(grad_pooled.to(grad_h.dtype)))
+        # Then the pooled gradient added at each window's maximum: `where` indexes the (H, W) plane
+        # of one (sample, channel), which is dim 1 of the channels-last rows view (no offsets to build).
+        _channels_last_rows(grad_h).scatter_add_(1, _channels_last_rows(where),
+                                                 _channels_last_rows(grad_pooled.to(grad_h.dtype)))
         return grad_h, None, None
-
-
-def _rows_flat(x: torch.Tensor) -> torch.Tensor:
-    """A ``(B, C, H, W)`` tensor flattened in channels-last order (a view when it is channels-last)."""
-    return _channels_last_rows(x).reshape(-1)
 
 
 def magnitude(spec: torch.Tensor) -> torch.Tensor:
