@@ -134,6 +134,7 @@ class TrainConfig:
     flush_denormal: bool = True  # CPU: treat subnormal floats as zero (x86 computes with them tens of times slower)
     channels_last: bool = True  # 2-D convolutions in NHWC memory layout (faster oneDNN/cuDNN kernels)
     compile: bool = False  # torch.compile the forward: ~40 s per batch shape on 2 cores; pays on DCASE-size runs
+    cpu_kernels: bool = True  # CPU training: the CNN's fused BatchNorm/ReLU/pool kernels (asd.models.cpu_kernels)
 
 
 @dataclass

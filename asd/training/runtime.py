@@ -23,6 +23,7 @@ from torch import nn
 
 from asd.config import Config, TrainConfig
 from asd.errors import AsdError, CheckpointError, TrainingError
+from asd.models import cpu_kernels
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -35,7 +36,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def prepare_cpu(train: TrainConfig) -> None:
-    """Thread count, and whether subnormal floats are flushed to zero (``train.flush_denormal``).
+    """Thread count, whether subnormal floats are flushed to zero (``train.flush_denormal``), and
+    whether the CNN's fused CPU kernels are used (``train.cpu_kernels``; not under ``train.compile``,
+    whose compiler fuses the same layers itself).
 
     x86 cores compute with subnormal floats tens of times slower; weights or optimiser state that
     drift below 1.2e-38 would slow every later step. Flushing them to zero changes results only in
@@ -46,6 +49,7 @@ def prepare_cpu(train: TrainConfig) -> None:
         torch.set_num_threads(train.num_threads)
     torch.set_flush_denormal(train.flush_denormal)
     keep_freed_memory()
+    cpu_kernels.use(train.cpu_kernels and not train.compile)
 
 
 _TRIM_THRESHOLD, _MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)

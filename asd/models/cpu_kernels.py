@@ -1,0 +1,189 @@
+"""Fused CPU kernels for the CNN's training step: BatchNorm + ReLU, and the stem's BatchNorm + ReLU + max-pool.
+
+PyTorch's CPU kernels make one pass over memory per operation (statistics, normalise, ReLU, pool,
+each gradient), and their bfloat16 element-wise kernels reach a few GB/s. On the CNN's first stage
+(64 x 16 x 123 x 33 maps) those passes, not the convolutions, take most of a training step. The
+kernels in ``csrc/cpu_kernels.cpp`` do the same arithmetic in one or two passes (float32 arithmetic
+for float32 and bfloat16 storage, statistics summed in float32 blocks and double across them).
+
+They are compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``;
+about 10 s once, then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``),
+for this CPU's instruction set. Where the build fails the CNN uses PyTorch's layers and the reason is
+logged once; ``train.cpu_kernels=false`` (or ``ASD_CPU_KERNELS=0``) turns them off. Only training
+steps on CPU with channels-last float32 or bfloat16 maps use them; evaluation, CUDA and every other
+layout run the plain layers. The results equal the plain layers' to float rounding (tests/unit/test_cpu_kernels.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
+_state: dict = {"wanted": os.environ.get("ASD_CPU_KERNELS", "1") not in ("0", "false", "off"), "ops": None,
+                "error": None}
+
+
+def use(flag: bool) -> None:
+    """Turn the fused kernels on or off for this process (``train.cpu_kernels``)."""
+    _state["wanted"] = bool(flag) and os.environ.get("ASD_CPU_KERNELS", "1") not in ("0", "false", "off")
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's feature flags: the build is for this instruction set (``-march=native``)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def ops():
+    """The compiled ``torch.ops.asd_cpu`` namespace, or ``None`` where it cannot be built (logged once)."""
+    if _state["ops"] is None and _state["error"] is None:
+        try:
+            from torch.utils.cpp_extension import load
+
+            log.info("building the fused CPU kernels (once per machine, about 10 s)")
+            load(f"asd_cpu_kernels_{_cpu_tag()}", [str(SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+                 is_python_module=False, verbose=False)
+            _state["ops"] = torch.ops.asd_cpu
+        except Exception as err:  # no compiler, no ninja, a read-only cache: the plain layers still work
+            _state["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+            log.warning("fused CPU kernels unavailable, using PyTorch's layers (%s)", _state["error"])
+    return _state["ops"]
+
+
+def applies(x: torch.Tensor, norm: nn.BatchNorm2d) -> bool:
+    """Whether a training-mode ``norm`` on ``x`` runs on the fused kernels."""
+    return (_state["wanted"] and norm.training and not norm.affine and x.device.type == "cpu" and x.dim() == 4
+            and x.dtype in (torch.float32, torch.bfloat16) and x.is_contiguous(memory_format=torch.channels_last)
+            and ops() is not None)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` as the ``(B, H, W, C)`` rows the kernels read: a view when channels-last, else a copy."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _maps(rows: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W, C)`` rows back as a channels-last ``(B, C, H, W)`` tensor (a view)."""
+    return rows.permute(0, 3, 1, 2)
+
+
+def update_running_stats(norm: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+    """``norm``'s running statistics after a batch, as ``nn.BatchNorm2d`` updates them (unbiased variance, momentum)."""
+    if not norm.track_running_stats:
+        return
+    with torch.no_grad():
+        norm.num_batches_tracked.add_(1)
+        momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+        norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
+        norm.running_var.lerp_((var * (n / max(n - 1, 1))).to(norm.running_var.dtype), momentum)
+
+
+class _BatchNormReLU(torch.autograd.Function):
+    """Outputs ``(normed, relu, mean, var)`` with ``with_normed``, else ``(relu, mean, var)``."""
+
+    @staticmethod
+    def forward(ctx, x, eps, with_normed):
+        rows = _rows(x)
+        normed, relu, mean, invstd, var = ops().bn_relu_forward(rows, eps, with_normed)
+        ctx.save_for_backward(rows, mean, invstd)
+        ctx.with_normed = with_normed
+        ctx.mark_non_differentiable(mean, var)
+        return (_maps(normed), _maps(relu), mean, var) if with_normed else (_maps(relu), mean, var)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        rows, mean, invstd = ctx.saved_tensors
+        grad_normed, grad_relu = grads[:2] if ctx.with_normed else (None, grads[0])
+        grad_relu = torch.zeros_like(rows) if grad_relu is None else _rows(grad_relu.to(rows.dtype))
+        grad_normed = None if grad_normed is None else _rows(grad_normed.to(rows.dtype))
+        return _maps(ops().bn_relu_backward(grad_relu, grad_normed, rows, mean, invstd)), None, None
+
+
+def batch_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(norm(x), relu(norm(x)))`` in training (see :func:`applies`), with ``norm``'s running statistics updated.
+
+    The gradient with respect to ``x`` is the sum of both outputs' (one fused pass: the ReLU's mask,
+    the addition of a residual shortcut's gradient and BatchNorm's backward).
+    """
+    normed, relu, mean, var = _BatchNormReLU.apply(x, norm.eps, True)
+    update_running_stats(norm, mean, var, x.numel() // x.shape[1])
+    return normed, relu
+
+
+def relu_batch_norm(x: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """``relu(norm(x))`` in training (see :func:`applies`), with ``norm``'s running statistics updated."""
+    relu, mean, var = _BatchNormReLU.apply(x, norm.eps, False)
+    update_running_stats(norm, mean, var, x.numel() // x.shape[1])
+    return relu
+
+
+class _Stem(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, eps):
+        rows = _rows(h)
+        y, where, mean, invstd, var = ops().stem_forward(rows, eps)
+        ctx.save_for_backward(rows, where, y, mean, invstd)
+        ctx.mark_non_differentiable(mean, var)
+        return _maps(y), mean, var
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_mean, _grad_var):
+        rows, where, y, mean, invstd = ctx.saved_tensors
+        return _maps(ops().stem_backward(_rows(grad_y.to(rows.dtype)), rows, where, y, mean, invstd)), None
+
+
+def stem_applies(h: torch.Tensor, norm: nn.BatchNorm2d, pool: nn.MaxPool2d) -> bool:
+    """Whether the stem's ``relu(pool(norm(h)))`` runs on the fused kernel (3 x 3 max-pool, stride 2, no padding)."""
+    return (applies(h, norm) and pool.kernel_size in (3, (3, 3)) and pool.stride in (2, (2, 2))
+            and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+            and h.shape[2] >= 3 and h.shape[3] >= 3)
+
+
+def stem(h: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """``maxpool3x3/2(relu(norm(h)))`` in training, with ``norm``'s running statistics updated."""
+    y, mean, var = _Stem.apply(h, norm.eps)
+    update_running_stats(norm, mean, var, h.numel() // h.shape[1])
+    return y
+
+
+class _ScaleAdd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, s):
+        rows, gate = _rows(x), w.float().contiguous()
+        ctx.save_for_backward(rows, gate)
+        ctx.gate_dtype = w.dtype
+        return _maps(ops().scale_add_forward(rows, gate, _rows(s.to(x.dtype))))
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, gate = ctx.saved_tensors
+        grad_x, grad_w = ops().scale_add_backward(_rows(grad.to(rows.dtype)), rows, gate)
+        return _maps(grad_x), grad_w.to(ctx.gate_dtype), grad
+
+
+def scale_add(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``x * w[:, :, None, None] + s`` (squeeze-excitation's gating and the residual shortcut) in one pass.
+
+    ``w`` is the ``(batch, channels)`` gate; ``x`` and ``s`` are maps of one shape (see :func:`maps_apply`).
+    """
+    return _ScaleAdd.apply(x, w, s)
+
+
+def maps_apply(*maps: torch.Tensor) -> bool:
+    """Whether channels-last CPU maps of one shape and dtype (float32 or bfloat16) can take the fused kernels."""
+    x = maps[0]
+    return (_state["wanted"] and x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16)
+            and all(m.shape == x.shape and m.dtype == x.dtype and m.device == x.device
+                    and m.is_contiguous(memory_format=torch.channels_last) for m in maps)
+            and ops() is not None)

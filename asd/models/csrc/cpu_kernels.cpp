@@ -1,0 +1,509 @@
+// Fused CPU kernels for the CNN's training step (asd/models/cpu_kernels.py builds and calls them).
+//
+// Every map is a channels-last tensor read as contiguous rows of C channels. Each kernel does in one
+// or two passes over memory what PyTorch's CPU kernels do in several (batch statistics, normalise,
+// ReLU, max-pool and their gradients), in float32 arithmetic for float32 and bfloat16 storage.
+// Statistics are summed in float32 over blocks of at most 256 rows and in double across blocks.
+// The channel counts of the CNN (16, 32, 64, 128) are compile-time constants, so a row is a few
+// whole vector registers; other counts take the same code with a run-time count.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlock = 256;  // rows summed in float32 before a double accumulation
+constexpr int64_t kGrain = kBlock * 16;  // rows per parallel task
+
+// Storage <-> float32. bfloat16 by its bits, so the loops vectorise (round to nearest even, NaN kept).
+struct F32 {
+  using T = float;
+  static inline float load(float v) { return v; }
+  static inline float store(float v) { return v; }
+};
+struct BF16 {
+  using T = uint16_t;
+  static inline float load(uint16_t v) {
+    uint32_t u = uint32_t(v) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  static inline uint16_t store(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = 0u - uint32_t(f != f);  // all ones for NaN: branch-free, so the loops vectorise
+    return uint16_t((rounded & ~nan) | (0x7FC0u & nan));
+  }
+};
+
+template <typename S>
+typename S::T* ptr(const at::Tensor& t) {
+  return reinterpret_cast<typename S::T*>(t.data_ptr());
+}
+
+inline float relu(float v) { return v < 0.f ? 0.f : v; }  // NaN stays NaN, as torch.relu
+
+// Calls f(S{}, std::integral_constant<int64_t, kC>{}) for the storage type and channel count of x.
+template <typename F>
+void dispatch(const at::Tensor& x, int64_t c, F f) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "asd_cpu: float32 or bfloat16 maps");
+  auto by_channels = [&](auto s) {
+    switch (c) {
+      case 16: return f(s, std::integral_constant<int64_t, 16>{});
+      case 32: return f(s, std::integral_constant<int64_t, 32>{});
+      case 64: return f(s, std::integral_constant<int64_t, 64>{});
+      case 128: return f(s, std::integral_constant<int64_t, 128>{});
+      default: return f(s, std::integral_constant<int64_t, 0>{});
+    }
+  };
+  if (x.scalar_type() == at::kBFloat16)
+    by_channels(BF16{});
+  else
+    by_channels(F32{});
+}
+
+void check_rows(const at::Tensor& x, const char* name, int64_t dims = -1) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous() && x.dim() >= 2, name, ": a contiguous CPU tensor of rows");
+  TORCH_CHECK(dims < 0 || x.dim() == dims, name, ": ", dims, " dimensions");
+}
+
+void check_like(const at::Tensor& t, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(t.is_contiguous() && t.sizes() == like.sizes() && t.scalar_type() == like.scalar_type(), name,
+              ": contiguous, with the shape and dtype of the map it belongs to");
+}
+
+// Per-channel sums of two quantities over rows [0, n): term(r, j, a, q) gives both for row r,
+// channel j. Float32 within blocks of kBlock rows, double across blocks and threads.
+template <int64_t kC, typename Term>
+void channel_sums(int64_t n, int64_t c_run, Term term, std::vector<double>& first, std::vector<double>& second) {
+  const int64_t c = kC > 0 ? kC : c_run;
+  const int threads = at::get_num_threads();
+  std::vector<double> p1(size_t(threads) * c, 0.0), p2(size_t(threads) * c, 0.0);
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+    const int t = at::get_thread_num();
+    std::vector<float> s1_v(c), s2_v(c);
+    float* __restrict s1 = s1_v.data();
+    float* __restrict s2 = s2_v.data();
+    for (int64_t b = begin; b < end; b += kBlock) {
+      std::fill(s1, s1 + c, 0.f);
+      std::fill(s2, s2 + c, 0.f);
+      const int64_t stop = std::min(end, b + kBlock);
+      for (int64_t r = b; r < stop; ++r) {
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) {
+          float a, q;
+          term(r, j, a, q);
+          s1[j] += a;
+          s2[j] += q;
+        }
+      }
+      for (int64_t j = 0; j < c; ++j) {
+        p1[t * c + j] += s1[j];
+        p2[t * c + j] += s2[j];
+      }
+    }
+  });
+  first.assign(c, 0.0);
+  second.assign(c, 0.0);
+  for (int t = 0; t < threads; ++t)
+    for (int64_t j = 0; j < c; ++j) {
+      first[j] += p1[t * c + j];
+      second[j] += p2[t * c + j];
+    }
+}
+
+// Batch statistics of x (n x c): mean, biased variance, 1 / sqrt(var + eps); and the
+// normalisation as scale * x + shift.
+struct Stats {
+  std::vector<float> scale, shift;
+};
+
+template <typename S, int64_t kC>
+Stats batch_stats(const typename S::T* __restrict x, int64_t n, int64_t c, double eps, at::Tensor& mean,
+                  at::Tensor& invstd, at::Tensor& var) {
+  std::vector<double> sum, sq;
+  channel_sums<kC>(n, c, [=](int64_t r, int64_t j, float& a, float& q) {
+    const float v = S::load(x[r * c + j]);
+    a = v;
+    q = v * v;
+  }, sum, sq);
+  Stats st{std::vector<float>(c), std::vector<float>(c)};
+  float* m = mean.data_ptr<float>();
+  float* is = invstd.data_ptr<float>();
+  float* vr = var.data_ptr<float>();
+  for (int64_t j = 0; j < c; ++j) {
+    const double mu = sum[j] / double(n);
+    const double v = std::max(sq[j] / double(n) - mu * mu, 0.0);
+    m[j] = float(mu);
+    vr[j] = float(v);
+    is[j] = float(1.0 / std::sqrt(v + eps));
+    st.scale[j] = is[j];
+    st.shift[j] = float(-mu / std::sqrt(v + eps));
+  }
+  return st;
+}
+
+Stats saved_stats(const at::Tensor& mean, const at::Tensor& invstd) {
+  const int64_t c = mean.numel();
+  const float* m = mean.data_ptr<float>();
+  const float* is = invstd.data_ptr<float>();
+  Stats st{std::vector<float>(is, is + c), std::vector<float>(c)};
+  for (int64_t j = 0; j < c; ++j) st.shift[j] = -m[j] * is[j];
+  return st;
+}
+
+// ---- BatchNorm (batch statistics, no affine) -> ReLU, optionally returning the normalised map ------
+
+template <typename S, int64_t kC>
+void bn_relu_forward_impl(const at::Tensor& x, double eps, at::Tensor& normed, at::Tensor& out, at::Tensor& mean,
+                          at::Tensor& invstd, at::Tensor& var) {
+  const int64_t c = kC > 0 ? kC : x.size(-1), n = x.numel() / c;
+  const auto* __restrict xp = ptr<S>(x);
+  const Stats st = batch_stats<S, kC>(xp, n, c, eps, mean, invstd, var);
+  const float* __restrict scale = st.scale.data();
+  const float* __restrict shift = st.shift.data();
+  auto* __restrict hp = normed.defined() ? ptr<S>(normed) : nullptr;
+  auto* __restrict rp = ptr<S>(out);
+  at::parallel_for(0, n, kGrain, [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t i = r * c;
+      if (hp) {
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) {
+          const float v = S::load(xp[i + j]) * scale[j] + shift[j];
+          hp[i + j] = S::store(v);
+          rp[i + j] = S::store(relu(v));
+        }
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) rp[i + j] = S::store(relu(S::load(xp[i + j]) * scale[j] + shift[j]));
+      }
+    }
+  });
+}
+
+// Gradient w.r.t. x of (normed, relu) = (xhat, max(xhat, 0)), xhat = (x - mean) * invstd with the
+// batch statistics: g = grad_normed + grad_relu * [xhat > 0], then BatchNorm's backward
+// dx = invstd * (g - mean(g) - xhat * mean(g * xhat)). xhat is recomputed from x.
+template <typename S, int64_t kC, bool kNormed>
+void bn_relu_backward_impl(const at::Tensor& grad_relu, const at::Tensor& grad_normed, const at::Tensor& x,
+                           const at::Tensor& mean, const at::Tensor& invstd, at::Tensor& grad_x) {
+  const int64_t c = kC > 0 ? kC : x.size(-1), n = x.numel() / c;
+  const auto* __restrict xp = ptr<S>(x);
+  const auto* __restrict gr = ptr<S>(grad_relu);
+  const auto* __restrict gn = kNormed ? ptr<S>(grad_normed) : nullptr;
+  const Stats st = saved_stats(mean, invstd);
+  const float* __restrict scale = st.scale.data();
+  const float* __restrict shift = st.shift.data();
+  auto grad = [=](int64_t i, int64_t j, float& xhat) {
+    xhat = S::load(xp[i]) * scale[j] + shift[j];
+    const float g = xhat > 0.f ? S::load(gr[i]) : 0.f;
+    return kNormed ? g + S::load(gn[i]) : g;
+  };
+  std::vector<double> sum_g, sum_gx;
+  channel_sums<kC>(n, c, [=](int64_t r, int64_t j, float& a, float& q) {
+    float xhat;
+    a = grad(r * c + j, j, xhat);
+    q = a * xhat;
+  }, sum_g, sum_gx);
+  std::vector<float> k0_v(c), k1_v(c);
+  for (int64_t j = 0; j < c; ++j) {
+    k0_v[j] = float(sum_g[j] / double(n));
+    k1_v[j] = float(sum_gx[j] / double(n));
+  }
+  const float* __restrict k0 = k0_v.data();
+  const float* __restrict k1 = k1_v.data();
+  auto* __restrict dp = ptr<S>(grad_x);
+  at::parallel_for(0, n, kGrain, [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) {
+        float xhat;
+        const float g = grad(r * c + j, j, xhat);
+        dp[r * c + j] = S::store(scale[j] * (g - k0[j] - xhat * k1[j]));
+      }
+    }
+  });
+}
+
+// Returns [normed, relu, mean, invstd, var]; without with_normed the first is the relu map again.
+std::vector<at::Tensor> bn_relu_forward(const at::Tensor& x, double eps, bool with_normed) {
+  check_rows(x, "bn_relu_forward x");
+  const int64_t c = x.size(-1);
+  const auto stats = x.options().dtype(at::kFloat);
+  at::Tensor normed = with_normed ? at::empty_like(x) : at::Tensor();
+  auto out = at::empty_like(x);
+  auto mean = at::empty({c}, stats), invstd = at::empty({c}, stats), var = at::empty({c}, stats);
+  dispatch(x, c, [&](auto s, auto k) {
+    bn_relu_forward_impl<decltype(s), decltype(k)::value>(x, eps, normed, out, mean, invstd, var);
+  });
+  return {with_normed ? normed : out, out, mean, invstd, var};
+}
+
+at::Tensor bn_relu_backward(const at::Tensor& grad_relu, const c10::optional<at::Tensor>& grad_normed,
+                            const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd) {
+  check_rows(x, "bn_relu_backward x");
+  check_like(grad_relu, x, "bn_relu_backward grad_relu");
+  const at::Tensor gn = grad_normed.has_value() ? *grad_normed : at::Tensor();
+  if (gn.defined()) check_like(gn, x, "bn_relu_backward grad_normed");
+  auto grad_x = at::empty_like(x);
+  dispatch(x, x.size(-1), [&](auto s, auto k) {
+    using St = decltype(s);
+    constexpr int64_t kC = decltype(k)::value;
+    if (gn.defined())
+      bn_relu_backward_impl<St, kC, true>(grad_relu, gn, x, mean, invstd, grad_x);
+    else
+      bn_relu_backward_impl<St, kC, false>(grad_relu, gn, x, mean, invstd, grad_x);
+  });
+  return grad_x;
+}
+
+// ---- The stem: BatchNorm (statistics of the whole map) -> ReLU -> max-pool 3x3, stride 2 -----------
+// h: (B, H, W, C) rows. y: (B, PH, PW, C) = relu((max over the window - mean) * invstd), which equals
+// maxpool(relu(bn(h))) because both are increasing per channel. `where` holds each maximum's place
+// in its window (0..8, row-major; the first maximum, as PyTorch's max-pool, NaN counting as a maximum).
+
+template <typename S, int64_t kC>
+void stem_forward_impl(const at::Tensor& h, double eps, at::Tensor& y, at::Tensor& where, at::Tensor& mean,
+                       at::Tensor& invstd, at::Tensor& var) {
+  const int64_t B = h.size(0), H = h.size(1), W = h.size(2), c = kC > 0 ? kC : h.size(3);
+  const int64_t PH = y.size(1), PW = y.size(2);
+  const auto* __restrict hp = ptr<S>(h);
+  const Stats st = batch_stats<S, kC>(hp, B * H * W, c, eps, mean, invstd, var);
+  const float* __restrict scale = st.scale.data();
+  const float* __restrict shift = st.shift.data();
+  auto* __restrict yp = ptr<S>(y);
+  auto* __restrict wp = where.data_ptr<uint8_t>();
+  at::parallel_for(0, B * PH, 1, [=](int64_t begin, int64_t end) {
+    std::vector<float> best_v(c);
+    std::vector<int32_t> arg_v(c);
+    float* __restrict best = best_v.data();
+    int32_t* __restrict arg = arg_v.data();
+    for (int64_t bp = begin; bp < end; ++bp) {
+      const int64_t b = bp / PH, ph = bp % PH;
+      for (int64_t pw = 0; pw < PW; ++pw) {
+        const auto* __restrict first = hp + ((b * H + 2 * ph) * W + 2 * pw) * c;
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) {
+          best[j] = S::load(first[j]);
+          arg[j] = 0;
+        }
+        for (int k = 1; k < 9; ++k) {
+          const auto* __restrict row = first + ((k / 3) * W + k % 3) * c;
+#pragma omp simd
+          for (int64_t j = 0; j < c; ++j) {
+            const float v = S::load(row[j]);
+            const bool take = (v > best[j]) | ((v != v) & (best[j] == best[j]));
+            best[j] = take ? v : best[j];
+            arg[j] = take ? k : arg[j];
+          }
+        }
+        const int64_t o = (bp * PW + pw) * c;
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) {
+          yp[o + j] = S::store(relu(best[j] * scale[j] + shift[j]));
+          wp[o + j] = uint8_t(arg[j]);
+        }
+      }
+    }
+  });
+}
+
+// Gradient of the stem w.r.t. h: the statistics' part a + b * h everywhere, plus the pooled gradient
+// (through the ReLU, times invstd) at each window's maximum. Per sample through a float32 plane (in
+// cache), with nine masked vector additions per window instead of scattered stores, so bfloat16
+// output is rounded once.
+template <typename S, int64_t kC>
+void stem_backward_impl(const at::Tensor& grad_y, const at::Tensor& h, const at::Tensor& where, const at::Tensor& y,
+                        const at::Tensor& mean, const at::Tensor& invstd, at::Tensor& grad_h) {
+  const int64_t B = h.size(0), H = h.size(1), W = h.size(2), c = kC > 0 ? kC : h.size(3);
+  const int64_t PH = y.size(1), PW = y.size(2), n = B * H * W;
+  const auto* __restrict gy = ptr<S>(grad_y);
+  const auto* __restrict yp = ptr<S>(y);
+  const auto* __restrict wp = where.data_ptr<uint8_t>();
+  const float* __restrict m = mean.data_ptr<float>();
+  const float* __restrict is = invstd.data_ptr<float>();
+  std::vector<double> sum_g, sum_gy;  // sums of grad_z and grad_z * y over the pooled map
+  channel_sums<kC>(B * PH * PW, c, [=](int64_t r, int64_t j, float& a, float& q) {
+    const float yv = S::load(yp[r * c + j]);
+    const float g = yv > 0.f ? S::load(gy[r * c + j]) : 0.f;
+    a = g;
+    q = g * yv;
+  }, sum_g, sum_gy);
+  std::vector<float> a_v(c), b_v(c);
+  for (int64_t j = 0; j < c; ++j) {  // d/dh of the statistics: grad_mean / n + grad_var * 2 (h - mean) / n
+    const double s = is[j];
+    const double grad_mean = -s * sum_g[j], grad_var = -0.5 * s * s * sum_gy[j];
+    b_v[j] = float(2.0 * grad_var / double(n));
+    a_v[j] = float(grad_mean / double(n) - 2.0 * grad_var / double(n) * m[j]);
+  }
+  const float* __restrict ca = a_v.data();
+  const float* __restrict cb = b_v.data();
+  const auto* __restrict hp = ptr<S>(h);
+  auto* __restrict dp = ptr<S>(grad_h);
+  at::parallel_for(0, B, 1, [=](int64_t begin, int64_t end) {
+    std::vector<float> plane_v(size_t(H) * W * c), grad_v(c);
+    float* __restrict plane = plane_v.data();
+    float* __restrict g = grad_v.data();
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t in = b * H * W * c;
+      for (int64_t r = 0; r < H * W; ++r) {
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) plane[r * c + j] = ca[j] + cb[j] * S::load(hp[in + r * c + j]);
+      }
+      for (int64_t ph = 0; ph < PH; ++ph)
+        for (int64_t pw = 0; pw < PW; ++pw) {
+          const int64_t o = ((b * PH + ph) * PW + pw) * c;
+          float* __restrict window = plane + (2 * ph * W + 2 * pw) * c;
+#pragma omp simd
+          for (int64_t j = 0; j < c; ++j) g[j] = S::load(yp[o + j]) > 0.f ? S::load(gy[o + j]) * is[j] : 0.f;
+          for (int k = 0; k < 9; ++k) {
+            float* __restrict place = window + ((k / 3) * W + k % 3) * c;
+#pragma omp simd
+            for (int64_t j = 0; j < c; ++j) place[j] += wp[o + j] == k ? g[j] : 0.f;
+          }
+        }
+#pragma omp simd
+      for (int64_t i = 0; i < H * W * c; ++i) dp[in + i] = S::store(plane[i]);
+    }
+  });
+}
+
+// Returns [y, where, mean, invstd, var].
+std::vector<at::Tensor> stem_forward(const at::Tensor& h, double eps) {
+  check_rows(h, "stem_forward h", 4);
+  TORCH_CHECK(h.size(1) >= 3 && h.size(2) >= 3, "stem_forward: h is (B, H, W, C) with H, W >= 3");
+  const int64_t B = h.size(0), H = h.size(1), W = h.size(2), c = h.size(3);
+  const auto stats = h.options().dtype(at::kFloat);
+  auto y = at::empty({B, (H - 3) / 2 + 1, (W - 3) / 2 + 1, c}, h.options());
+  auto where = at::empty(y.sizes(), h.options().dtype(at::kByte));
+  auto mean = at::empty({c}, stats), invstd = at::empty({c}, stats), var = at::empty({c}, stats);
+  dispatch(h, c, [&](auto s, auto k) {
+    stem_forward_impl<decltype(s), decltype(k)::value>(h, eps, y, where, mean, invstd, var);
+  });
+  return {y, where, mean, invstd, var};
+}
+
+at::Tensor stem_backward(const at::Tensor& grad_y, const at::Tensor& h, const at::Tensor& where, const at::Tensor& y,
+                         const at::Tensor& mean, const at::Tensor& invstd) {
+  check_rows(h, "stem_backward h", 4);
+  check_like(grad_y, y, "stem_backward grad_y");
+  TORCH_CHECK(where.sizes() == y.sizes() && where.scalar_type() == at::kByte, "stem_backward: where from stem_forward");
+  auto grad_h = at::empty_like(h);
+  dispatch(h, h.size(3), [&](auto s, auto k) {
+    stem_backward_impl<decltype(s), decltype(k)::value>(grad_y, h, where, y, mean, invstd, grad_h);
+  });
+  return grad_h;
+}
+
+// ---- Squeeze-excitation's gating plus the residual shortcut: out = x * w[sample, channel] + s ----------
+
+template <typename S, int64_t kC>
+void scale_add_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& s, at::Tensor& out) {
+  const int64_t B = x.size(0), c = kC > 0 ? kC : x.size(-1), rows = x.numel() / (B * c);
+  const auto* __restrict xp = ptr<S>(x);
+  const auto* __restrict sp = ptr<S>(s);
+  const float* __restrict wp = w.data_ptr<float>();
+  auto* __restrict op = ptr<S>(out);
+  at::parallel_for(0, B * rows, kGrain, [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* __restrict wb = wp + (r / rows) * c;
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) op[r * c + j] = S::store(S::load(xp[r * c + j]) * wb[j] + S::load(sp[r * c + j]));
+    }
+  });
+}
+
+// grad_x = g * w and grad_w[sample, channel] = sum over the sample's positions of g * x, in one pass.
+template <typename S, int64_t kC>
+void scale_add_backward_impl(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w, at::Tensor& grad_x,
+                             at::Tensor& grad_w) {
+  const int64_t B = x.size(0), c = kC > 0 ? kC : x.size(-1), rows = x.numel() / (B * c);
+  const auto* __restrict xp = ptr<S>(x);
+  const auto* __restrict gp = ptr<S>(g);
+  const float* __restrict wp = w.data_ptr<float>();
+  auto* __restrict dp = ptr<S>(grad_x);
+  float* __restrict gw = grad_w.data_ptr<float>();
+  at::parallel_for(0, B, 1, [=](int64_t begin, int64_t end) {
+    std::vector<float> block_v(c);
+    std::vector<double> total_v(c);
+    float* __restrict block = block_v.data();
+    for (int64_t b = begin; b < end; ++b) {
+      const float* __restrict wb = wp + b * c;
+      std::fill(total_v.begin(), total_v.end(), 0.0);
+      for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
+        std::fill(block, block + c, 0.f);
+        const int64_t stop = std::min(rows, r0 + kBlock);
+        for (int64_t r = r0; r < stop; ++r) {
+          const int64_t i = (b * rows + r) * c;
+#pragma omp simd
+          for (int64_t j = 0; j < c; ++j) {
+            const float gv = S::load(gp[i + j]);
+            dp[i + j] = S::store(gv * wb[j]);
+            block[j] += gv * S::load(xp[i + j]);
+          }
+        }
+        for (int64_t j = 0; j < c; ++j) total_v[j] += block[j];
+      }
+      for (int64_t j = 0; j < c; ++j) gw[b * c + j] = float(total_v[j]);
+    }
+  });
+}
+
+void check_gate(const at::Tensor& x, const at::Tensor& w) {
+  TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 2 && w.size(0) == x.size(0)
+                  && w.size(1) == x.size(-1), "scale_add: w is a contiguous float32 (batch, channels) gate");
+}
+
+at::Tensor scale_add_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& s) {
+  check_rows(x, "scale_add_forward x");
+  check_like(s, x, "scale_add_forward s");
+  check_gate(x, w);
+  auto out = at::empty_like(x);
+  dispatch(x, x.size(-1), [&](auto st, auto k) {
+    scale_add_forward_impl<decltype(st), decltype(k)::value>(x, w, s, out);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> scale_add_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w) {
+  check_rows(x, "scale_add_backward x");
+  check_like(g, x, "scale_add_backward g");
+  check_gate(x, w);
+  auto grad_x = at::empty_like(x);
+  auto grad_w = at::empty_like(w);
+  dispatch(x, x.size(-1), [&](auto st, auto k) {
+    scale_add_backward_impl<decltype(st), decltype(k)::value>(g, x, w, grad_x, grad_w);
+  });
+  return {grad_x, grad_w};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(asd_cpu, m) {
+  m.def("bn_relu_forward(Tensor x, float eps, bool with_normed) -> Tensor[]");
+  m.def("bn_relu_backward(Tensor grad_relu, Tensor? grad_normed, Tensor x, Tensor mean, Tensor invstd) -> Tensor");
+  m.def("stem_forward(Tensor h, float eps) -> Tensor[]");
+  m.def("stem_backward(Tensor grad_y, Tensor h, Tensor where, Tensor y, Tensor mean, Tensor invstd) -> Tensor");
+  m.def("scale_add_forward(Tensor x, Tensor w, Tensor s) -> Tensor");
+  m.def("scale_add_backward(Tensor g, Tensor x, Tensor w) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(asd_cpu, CPU, m) {
+  m.impl("bn_relu_forward", bn_relu_forward);
+  m.impl("bn_relu_backward", bn_relu_backward);
+  m.impl("stem_forward", stem_forward);
+  m.impl("stem_backward", stem_backward);
+  m.impl("scale_add_forward", scale_add_forward);
+  m.impl("scale_add_backward", scale_add_backward);
+}
