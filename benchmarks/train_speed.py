@@ -5,10 +5,12 @@ BEATs with LoRA of ``dis_beats_scac_trainable``) and precision (float32, bfloat1
 a training step (forward, backward, AdamW with the sub-cluster AdaCos head) and an embedding pass,
 counts their floating-point operations with ``torch.utils.flop_counter`` and prints clips/s, achieved
 GFLOP/s, the nominal peak of the device for that precision and the fraction reached, and peak memory.
-Each is measured in up to three ways (``--variants``): ``plain`` (NCHW layout, the for-each AdamW:
-the code before the speed work), ``tuned`` (channels_last and the fused AdamW, as training runs now)
-and ``compiled`` (tuned plus ``train.compile``: ``torch.compile`` of the model; its FLOPs are counted
-on the eager model, and ``first_call_s`` shows what the compilation costs).
+Each is measured in up to four ways (``--variants``): ``plain`` (NCHW layout, the for-each AdamW:
+the code before the speed work), ``unfused`` (channels_last and the fused AdamW, PyTorch's own
+layers: ``train.cpu_kernels=false``), ``tuned`` (as training runs now: channels_last, the fused AdamW
+and, on CPUs, the fused BatchNorm/ReLU/pool kernels of ``asd.models.cpu_kernels``) and ``compiled``
+(channels_last plus ``train.compile``: ``torch.compile`` of the model; its FLOPs are counted on the
+eager model, and ``first_call_s`` shows what the compilation costs).
 On the CPU it also times the data path (WAV decoding, cached int16 batches). Clips are synthetic
 machine sounds written as 16-bit WAVs.
 
@@ -131,6 +133,7 @@ def build(kind: str, n: int, device: torch.device, tmp: Path):
 
 def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -> list[dict]:
     from asd.config import TrainConfig
+    from asd.models import cpu_kernels
     from asd.training.runtime import autocast, make_optimizer, prepare_model
 
     n, bs = int(args.seconds * 16000), args.batch
@@ -140,9 +143,11 @@ def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -
     rows, counted = [], {}
     for variant, prec in [(v, p) for v in args.variants.split(",") for p in args.precisions.split(",")]:
         # "plain": NCHW and the for-each AdamW (before the speed work); "tuned": what training uses now
-        tuned = variant in ("tuned", "compiled")
+        tuned = variant in ("unfused", "tuned", "compiled")
         train_cfg = TrainConfig(amp=prec == "bf16", amp_dtype="bf16", cpu_bf16=prec == "bf16", lr=1e-4,
-                                optimizer="adamw", channels_last=tuned, compile=variant == "compiled")
+                                optimizer="adamw", channels_last=tuned, compile=variant == "compiled",
+                                cpu_kernels=variant == "tuned")
+        cpu_kernels.use(train_cfg.cpu_kernels)  # as prepare_cpu sets it for training
         torch.manual_seed(0)
         model, head = build(kind, n, device, tmp)
         model, forward = prepare_model(model, train_cfg)
@@ -203,8 +208,9 @@ def main() -> None:
     ap.add_argument("--models", default="cnn", help="cnn, beats or cnn,beats")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--variants", default="plain,tuned",
-                    help="plain: NCHW + for-each AdamW (before); tuned: channels_last + fused AdamW (now); "
-                         "compiled: tuned + torch.compile (list it after tuned)")
+                    help="plain: NCHW + for-each AdamW (before); unfused: channels_last + fused AdamW, PyTorch's "
+                         "layers; tuned: unfused + the fused CPU kernels (now); compiled: channels_last + "
+                         "torch.compile (list it after tuned)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

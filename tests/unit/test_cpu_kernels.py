@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -10,8 +11,11 @@ from torch import nn
 
 from asd.models import build_model, cpu_kernels
 
+# Outside CI a machine without a compiler skips these (training then uses PyTorch's layers); in CI
+# (CI=true) they run, so a machine that cannot build the kernels fails here instead of silently.
 CAN_BUILD = bool(shutil.which("ninja") and (shutil.which("c++") or shutil.which("g++")))
-pytestmark = pytest.mark.skipif(not CAN_BUILD, reason="needs a C++ compiler and ninja to build the kernels")
+pytestmark = pytest.mark.skipif(not CAN_BUILD and not os.environ.get("CI"),
+                                reason="needs a C++ compiler and ninja to build the kernels")
 
 DTYPES = [(torch.float32, 1e-6), (torch.bfloat16, 6e-3)]  # dtype, relative error allowed against float64
 
@@ -125,23 +129,36 @@ def test_other_layouts_dtypes_and_modes_take_the_plain_layers():
     assert not cpu_kernels.applies(_map((2, 16, 5, 5), torch.float32), nn.BatchNorm2d(16, affine=False))
 
 
-# measured: float32 1.2e-6 / 4.9e-7 / 1.6e-7; bfloat16 0.017 / 0.024 / 0.0014 (both runs round to bf16)
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, (1e-5, 1e-5, 1e-5)), (torch.bfloat16, (0.04, 0.06, 0.005))])
-def test_cnn_training_step_is_the_same_with_and_without_the_kernels(dtype, tol):
-    """The dual-branch CNN in training mode, kernels on and off: outputs, every parameter's gradient,
-    and the running statistics after the step agree (relative norms of the differences)."""
-    results = []
+def _stft_branch_step(sd, shortcut, dtype, wave):
+    """Embedding, parameter gradients and running statistics of the CNN's STFT branch after one training step."""
+    model = build_model("multiresnet", n_samples=16000, stft_sizes=[1024], shortcut=shortcut, stft_pad="reflect")
+    model.load_state_dict(sd)
+    branch = model.branches[1]
+    branch = (branch.double() if dtype == torch.float64 else branch).to(memory_format=torch.channels_last).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        emb = branch(wave.double() if dtype == torch.float64 else wave)
+    emb.double().square().sum().backward()
+    grads = torch.cat([p.grad.flatten() for p in branch.parameters()])
+    stats = torch.cat([b.flatten() for n, b in branch.named_buffers() if "running" in n])
+    return emb.detach(), grads, stats
+
+
+@pytest.mark.parametrize("shortcut", ["raw", "bn"])  # raw: the recipes' block; bn: ASDKit's
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cnn_training_step_is_as_exact_with_the_kernels_as_without(dtype, shortcut):
+    """One training step of the STFT branch (stem, 8 residual blocks), kernels on and off, each against
+    float64: the embedding, every parameter's gradient and the running statistics are at least as close
+    to float64 with the kernels (measured, float32 raw: 3.6e-6 vs 4.7e-6 on the embedding, 7.5e-6 vs
+    1.0e-5 on the gradients; bfloat16: 0.073 vs 0.072, 0.334 vs 0.334, both dominated by bf16 convolutions)."""
+    torch.manual_seed(0)
+    sd = build_model("multiresnet", n_samples=16000, stft_sizes=[1024], shortcut=shortcut).state_dict()
+    wave = 0.1 * torch.randn(6, 16000, generator=torch.Generator().manual_seed(1))
+    exact = _stft_branch_step(sd, shortcut, torch.float64, wave)
+    errors = {}
     for on in (True, False):
         cpu_kernels.use(on)
-        torch.manual_seed(0)
-        model = build_model("multiresnet", n_samples=16000, stft_sizes=[1024], shortcut="bn")
-        model = model.to(memory_format=torch.channels_last).train()
-        wave = 0.1 * torch.randn(6, 16000, generator=torch.Generator().manual_seed(1))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            emb = model(wave)
-        emb.float().square().sum().backward()
-        grads = torch.cat([p.grad.flatten() for p in model.parameters()])
-        stats = torch.cat([b.flatten().float() for n, b in model.named_buffers() if "running" in n])
-        results.append((emb.detach().float(), grads, stats))
-    (e1, g1, s1), (e2, g2, s2) = results
-    assert _rel(e1, e2) < tol[0] and _rel(g1, g2) < tol[1] and _rel(s1, s2) < tol[2]
+        errors[on] = [_rel(a, b) for a, b in zip(_stft_branch_step(sd, shortcut, dtype, wave), exact)]
+    for with_kernels, plain in zip(errors[True], errors[False]):
+        assert with_kernels <= 1.1 * plain + 1e-7, (errors[True], errors[False])
+    if dtype == torch.float32:
+        assert max(errors[True]) < 2e-5

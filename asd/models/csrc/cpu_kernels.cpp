@@ -122,8 +122,9 @@ void channel_sums(int64_t n, int64_t c_run, Term term, std::vector<double>& firs
     }
 }
 
-// Batch statistics of x (n x c): mean, biased variance, 1 / sqrt(var + eps); and the
-// normalisation as scale * x + shift.
+// Batch statistics of x (n x c): mean, biased variance, 1 / sqrt(var + eps); the normalisation is
+// (x - shift) * scale, shift = mean, scale = invstd (subtracting first keeps it exact where
+// |mean| >> std, as PyTorch's kernels do).
 struct Stats {
   std::vector<float> scale, shift;
 };
@@ -131,24 +132,30 @@ struct Stats {
 template <typename S, int64_t kC>
 Stats batch_stats(const typename S::T* __restrict x, int64_t n, int64_t c, double eps, at::Tensor& mean,
                   at::Tensor& invstd, at::Tensor& var) {
+  // Sums of x - k and (x - k)^2 with k = the first row: the variance is then a small difference only
+  // when the mean is far from k in units of the standard deviation, not whenever |mean| >> std (as
+  // E[x^2] - mean^2 would be; a residual stream's channels can have such means).
+  std::vector<float> k_v(c);
+  for (int64_t j = 0; j < c; ++j) k_v[j] = S::load(x[j]);
+  const float* __restrict k = k_v.data();
   std::vector<double> sum, sq;
   channel_sums<kC>(n, c, [=](int64_t r, int64_t j, float& a, float& q) {
-    const float v = S::load(x[r * c + j]);
-    a = v;
-    q = v * v;
+    const float d = S::load(x[r * c + j]) - k[j];
+    a = d;
+    q = d * d;
   }, sum, sq);
   Stats st{std::vector<float>(c), std::vector<float>(c)};
   float* m = mean.data_ptr<float>();
   float* is = invstd.data_ptr<float>();
   float* vr = var.data_ptr<float>();
   for (int64_t j = 0; j < c; ++j) {
-    const double mu = sum[j] / double(n);
-    const double v = std::max(sq[j] / double(n) - mu * mu, 0.0);
-    m[j] = float(mu);
+    const double shift = sum[j] / double(n);
+    const double v = std::max(sq[j] / double(n) - shift * shift, 0.0);
+    m[j] = float(k[j] + shift);
     vr[j] = float(v);
     is[j] = float(1.0 / std::sqrt(v + eps));
     st.scale[j] = is[j];
-    st.shift[j] = float(-mu / std::sqrt(v + eps));
+    st.shift[j] = m[j];
   }
   return st;
 }
@@ -157,9 +164,7 @@ Stats saved_stats(const at::Tensor& mean, const at::Tensor& invstd) {
   const int64_t c = mean.numel();
   const float* m = mean.data_ptr<float>();
   const float* is = invstd.data_ptr<float>();
-  Stats st{std::vector<float>(is, is + c), std::vector<float>(c)};
-  for (int64_t j = 0; j < c; ++j) st.shift[j] = -m[j] * is[j];
-  return st;
+  return Stats{std::vector<float>(is, is + c), std::vector<float>(m, m + c)};
 }
 
 // ---- BatchNorm (batch statistics, no affine) -> ReLU, optionally returning the normalised map ------
@@ -180,13 +185,13 @@ void bn_relu_forward_impl(const at::Tensor& x, double eps, at::Tensor& normed, a
       if (hp) {
 #pragma omp simd
         for (int64_t j = 0; j < c; ++j) {
-          const float v = S::load(xp[i + j]) * scale[j] + shift[j];
+          const float v = (S::load(xp[i + j]) - shift[j]) * scale[j];
           hp[i + j] = S::store(v);
           rp[i + j] = S::store(relu(v));
         }
       } else {
 #pragma omp simd
-        for (int64_t j = 0; j < c; ++j) rp[i + j] = S::store(relu(S::load(xp[i + j]) * scale[j] + shift[j]));
+        for (int64_t j = 0; j < c; ++j) rp[i + j] = S::store(relu((S::load(xp[i + j]) - shift[j]) * scale[j]));
       }
     }
   });
@@ -206,7 +211,7 @@ void bn_relu_backward_impl(const at::Tensor& grad_relu, const at::Tensor& grad_n
   const float* __restrict scale = st.scale.data();
   const float* __restrict shift = st.shift.data();
   auto grad = [=](int64_t i, int64_t j, float& xhat) {
-    xhat = S::load(xp[i]) * scale[j] + shift[j];
+    xhat = (S::load(xp[i]) - shift[j]) * scale[j];
     const float g = xhat > 0.f ? S::load(gr[i]) : 0.f;
     return kNormed ? g + S::load(gn[i]) : g;
   };
@@ -311,7 +316,7 @@ void stem_forward_impl(const at::Tensor& h, double eps, at::Tensor& y, at::Tenso
         const int64_t o = (bp * PW + pw) * c;
 #pragma omp simd
         for (int64_t j = 0; j < c; ++j) {
-          yp[o + j] = S::store(relu(best[j] * scale[j] + shift[j]));
+          yp[o + j] = S::store(relu((best[j] - shift[j]) * scale[j]));
           wp[o + j] = uint8_t(arg[j]);
         }
       }
@@ -345,7 +350,7 @@ void stem_backward_impl(const at::Tensor& grad_y, const at::Tensor& h, const at:
     const double s = is[j];
     const double grad_mean = -s * sum_g[j], grad_var = -0.5 * s * s * sum_gy[j];
     b_v[j] = float(2.0 * grad_var / double(n));
-    a_v[j] = float(grad_mean / double(n) - 2.0 * grad_var / double(n) * m[j]);
+    a_v[j] = float(grad_mean / double(n));  // the gradient is a + b * (h - mean)
   }
   const float* __restrict ca = a_v.data();
   const float* __restrict cb = b_v.data();
@@ -359,7 +364,7 @@ void stem_backward_impl(const at::Tensor& grad_y, const at::Tensor& h, const at:
       const int64_t in = b * H * W * c;
       for (int64_t r = 0; r < H * W; ++r) {
 #pragma omp simd
-        for (int64_t j = 0; j < c; ++j) plane[r * c + j] = ca[j] + cb[j] * S::load(hp[in + r * c + j]);
+        for (int64_t j = 0; j < c; ++j) plane[r * c + j] = ca[j] + cb[j] * (S::load(hp[in + r * c + j]) - m[j]);
       }
       for (int64_t ph = 0; ph < PH; ++ph)
         for (int64_t pw = 0; pw < PW; ++pw) {
