@@ -10,8 +10,9 @@ They are compiled on first use with ``torch.utils.cpp_extension`` (a C++ compile
 about 10 s once, then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``),
 for this CPU's instruction set. Where the build fails the CNN uses PyTorch's layers and the reason is
 logged once; ``train.cpu_kernels=false`` (or ``ASD_CPU_KERNELS=0``) turns them off. Only training
-steps on CPU with channels-last float32 or bfloat16 maps use them; evaluation, CUDA and every other
-layout run the plain layers. The results equal the plain layers' to float rounding (tests/unit/test_cpu_kernels.py).
+steps on CPU with channels-last float32 or bfloat16 maps, on one thread (``train.num_threads=1``,
+see :func:`_single_thread`), use them; evaluation, CUDA, several threads and every other layout run
+the plain layers. The results equal the plain layers' to float rounding (tests/unit/test_cpu_kernels.py).
 """
 
 from __future__ import annotations
@@ -61,11 +62,19 @@ def ops():
     return _state["ops"]
 
 
+def _single_thread() -> bool:
+    """The kernels run on the calling thread only (built without OpenMP: with it they ran 20 % slower).
+    With more threads PyTorch's multi-threaded layers are as fast (2 threads, 4.5-s clips, batch 64:
+    fp32 129.8 vs 130.7 clips/s, bf16 188.7 vs 196.7), so the kernels are used at one thread, as in
+    one process per core (``train.num_threads=1``)."""
+    return torch.get_num_threads() == 1
+
+
 def applies(x: torch.Tensor, norm: nn.BatchNorm2d) -> bool:
     """Whether a training-mode ``norm`` on ``x`` runs on the fused kernels."""
     return (_state["wanted"] and norm.training and not norm.affine and x.device.type == "cpu" and x.dim() == 4
             and x.dtype in (torch.float32, torch.bfloat16) and x.is_contiguous(memory_format=torch.channels_last)
-            and ops() is not None)
+            and _single_thread() and ops() is not None)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -186,4 +195,4 @@ def maps_apply(*maps: torch.Tensor) -> bool:
     return (_state["wanted"] and x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16)
             and all(m.shape == x.shape and m.dtype == x.dtype and m.device == x.device
                     and m.is_contiguous(memory_format=torch.channels_last) for m in maps)
-            and ops() is not None)
+            and _single_thread() and ops() is not None)

@@ -31,9 +31,12 @@ def _rel(a, b):
 
 @pytest.fixture(autouse=True)
 def _kernels_on():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the kernels run at one thread (cpu_kernels._single_thread)
     cpu_kernels.use(True)
     yield
     cpu_kernels.use(True)
+    torch.set_num_threads(threads)
 
 
 def test_the_kernels_build_here():
@@ -125,6 +128,9 @@ def test_other_layouts_dtypes_and_modes_take_the_plain_layers():
     assert not cpu_kernels.applies(_map((2, 16, 5, 5), torch.float32), norm.eval())
     assert not cpu_kernels.stem_applies(_map((2, 16, 5, 5), torch.float32), nn.BatchNorm2d(16, affine=False),
                                         nn.MaxPool2d(3, 2, padding=1))
+    torch.set_num_threads(2)
+    assert not cpu_kernels.applies(_map((2, 16, 5, 5), torch.float32), nn.BatchNorm2d(16, affine=False))
+    torch.set_num_threads(1)
     cpu_kernels.use(False)
     assert not cpu_kernels.applies(_map((2, 16, 5, 5), torch.float32), nn.BatchNorm2d(16, affine=False))
 
