@@ -1,4 +1,5 @@
-"""Fused CPU kernels for the CNN's training step: BatchNorm + ReLU, and the stem's BatchNorm + ReLU + max-pool.
+"""Fused CPU kernels for the CNN's training step: BatchNorm + ReLU, the stem's BatchNorm + ReLU + max-pool,
+and squeeze-excitation's gating plus the residual shortcut.
 
 PyTorch's CPU kernels make one pass over memory per operation (statistics, normalise, ReLU, pool,
 each gradient), and their bfloat16 element-wise kernels reach a few GB/s. On the CNN's first stage
