@@ -57,10 +57,14 @@ class SqueezeExcite(nn.Module):
         self.gate = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(),
                                   nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``(B, C)`` gate of ``x``, from its channel means."""
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            return x * self.gate(_mean_over_rows(_channels_last_rows(x))).view(x.shape[0], x.shape[1], 1, 1)
-        w = self.gate(x.flatten(2).mean(-1))
+            return self.gate(_mean_over_rows(_channels_last_rows(x)))
+        return self.gate(x.flatten(2).mean(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weights(x)
         return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
 
     def length_major(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +129,7 @@ class ResBlock(nn.Module):
             r = cpu_kernels.relu_batch_norm(r, norm_mid) if cpu_kernels.applies(r, norm_mid) else torch.relu(norm_mid(r))
             r, short = conv2(r), self.shortcut(h)
             if cpu_kernels.maps_apply(r, short):  # the gating and the shortcut's addition in one pass
-                return cpu_kernels.scale_add(r, excite.gate(_mean_over_rows(_channels_last_rows(r))), short)
+                return cpu_kernels.scale_add(r, excite.weights(r), short)
             return excite(r) + short
         h = norm_in(x)
         r = h
@@ -224,12 +228,7 @@ def pooled_batch_norm_relu(h: torch.Tensor, norm: nn.BatchNorm2d, pool: nn.MaxPo
     Updates ``norm``'s running statistics as ``nn.BatchNorm2d`` does (unbiased variance, momentum).
     """
     y, mean, var = PooledBatchNorm.apply(h, norm.eps, pool)
-    n = h.numel() // h.shape[1]
-    with torch.no_grad():
-        norm.num_batches_tracked.add_(1)
-        momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
-        norm.running_mean.lerp_(mean, momentum)
-        norm.running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
+    cpu_kernels.update_running_stats(norm, mean, var, h.numel() // h.shape[1])
     return y
 
 

@@ -29,13 +29,15 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
-_state: dict = {"wanted": os.environ.get("ASD_CPU_KERNELS", "1") not in ("0", "false", "off"), "ops": None,
-                "error": None}
+_state: dict = {"wanted": True, "ops": None, "error": None}
 
 
 def use(flag: bool) -> None:
-    """Turn the fused kernels on or off for this process (``train.cpu_kernels``)."""
+    """Turn the fused kernels on or off for this process (``train.cpu_kernels``); ``ASD_CPU_KERNELS=0`` keeps them off."""
     _state["wanted"] = bool(flag) and os.environ.get("ASD_CPU_KERNELS", "1") not in ("0", "false", "off")
+
+
+use(True)
 
 
 def _cpu_tag() -> str:
@@ -72,10 +74,8 @@ def _single_thread() -> bool:
 
 
 def applies(x: torch.Tensor, norm: nn.BatchNorm2d) -> bool:
-    """Whether a training-mode ``norm`` on ``x`` runs on the fused kernels."""
-    return (_state["wanted"] and norm.training and not norm.affine and x.device.type == "cpu" and x.dim() == 4
-            and x.dtype in (torch.float32, torch.bfloat16) and x.is_contiguous(memory_format=torch.channels_last)
-            and _single_thread() and ops() is not None)
+    """Whether a training-mode ``norm`` (no affine parameters) on ``x`` runs on the fused kernels."""
+    return norm.training and not norm.affine and maps_apply(x)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
