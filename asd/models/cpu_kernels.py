@@ -56,7 +56,7 @@ def ops():
             from torch.utils.cpp_extension import load
 
             log.info("building the fused CPU kernels (once per machine, about 10 s)")
-            load(f"asd_cpu_kernels_{_cpu_tag()}", [str(SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+            load(f"asd_cpu_kernels_{_cpu_tag()}", [str(SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
                  is_python_module=False, verbose=False)
             _state["ops"] = torch.ops.asd_cpu
         except Exception as err:  # no compiler, no ninja, a read-only cache: the plain layers still work
@@ -165,6 +165,103 @@ def stem(h: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
     y, mean, var = _Stem.apply(h, norm.eps)
     update_running_stats(norm, mean, var, h.numel() // h.shape[1])
     return y
+
+
+class _StemConv(torch.autograd.Function):
+    """Outputs ``(y, mean, var)``; the gradient is the weight's only (the spectrum is an input, not a parameter)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps, bf16):
+        taps = weight.detach().float().reshape(weight.shape[0], -1).t().contiguous()  # (49, 16)
+        y, where, mean, invstd, var = ops().stem_conv_forward(x, taps, eps, bf16)
+        ctx.save_for_backward(x, taps, where, y, mean, invstd)
+        ctx.weight = (weight.shape, weight.dtype)
+        ctx.mark_non_differentiable(mean, var)
+        return _maps(y), mean, var
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_mean, _grad_var):
+        x, taps, where, y, mean, invstd = ctx.saved_tensors
+        grad = ops().stem_conv_backward(_rows(grad_y.to(y.dtype)), x, taps, where, y, mean, invstd)
+        shape, dtype = ctx.weight
+        return None, grad.t().reshape(shape).to(dtype), None, None
+
+
+def stem_conv_applies(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d, pool: nn.MaxPool2d) -> bool:
+    """Whether the whole stem, ``relu(pool(norm(conv(x))))``, runs on the fused kernel.
+
+    ``conv``: 7 x 7, stride 2, no padding or bias, one input channel, 16 outputs; ``x``: a float32
+    ``(B, 1, H, W)`` input that needs no gradient (the spectrum), H, W >= 11; float32 training or
+    bfloat16 autocast.
+    """
+    return (_state["wanted"] and x.device.type == "cpu" and x.dim() == 4 and x.shape[1] == 1
+            and x.dtype == torch.float32 and not x.requires_grad and x.shape[2] >= 11 and x.shape[3] >= 11
+            and tuple(conv.weight.shape) == (16, 1, 7, 7) and conv.bias is None and conv.stride == (2, 2)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
+            and _autocast_dtype() in (None, torch.bfloat16) and norm.training and not norm.affine
+            and pool.kernel_size in (3, (3, 3)) and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
+            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and _single_thread() and ops() is not None)
+
+
+def _autocast_dtype() -> torch.dtype | None:
+    """The CPU autocast dtype in effect, or ``None``."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+
+
+def stem_conv(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """``maxpool3x3/2(relu(norm(conv(x))))`` in training (see :func:`stem_conv_applies`), running statistics updated.
+
+    The convolution runs in float32 (input and weight unrounded, also under bfloat16 autocast); the
+    output is channels-last, bfloat16 under autocast, else float32.
+    """
+    bf16 = _autocast_dtype() == torch.bfloat16
+    y, mean, var = _StemConv.apply(x[:, 0].contiguous(), conv.weight, norm.eps, bf16)
+    n = x.shape[0] * ((x.shape[2] - 7) // 2 + 1) * ((x.shape[3] - 7) // 2 + 1)
+    update_running_stats(norm, mean, var, n)
+    return y
+
+
+def spectra_apply(spec: torch.Tensor) -> bool:
+    """Whether a complex64 CPU spectrum that needs no gradient (an rFFT of the clips) takes the fused kernels."""
+    return (_state["wanted"] and spec.device.type == "cpu" and spec.dtype == torch.complex64 and spec.is_contiguous()
+            and not spec.requires_grad and _single_thread() and ops() is not None)
+
+
+def frames_apply(wave: torch.Tensor) -> bool:
+    """Whether a float32 CPU batch of clips that needs no gradient is framed by the fused kernel."""
+    return (_state["wanted"] and wave.device.type == "cpu" and wave.dtype == torch.float32 and wave.dim() == 2
+            and not wave.requires_grad and _single_thread() and ops() is not None)
+
+
+def frames(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, reflect: bool) -> torch.Tensor:
+    """``(B, frames, n_fft)`` windowed frames of the centred STFT: ``pad(wave, n_fft // 2).unfold(...) * window``."""
+    return ops().frames(wave.contiguous(), n_fft, hop, window.float().contiguous(), reflect)
+
+
+def unfold_rows(x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    """``x.unfold(1, k, stride)`` of a ``(B, L)`` float32 input, copied (see :func:`frames_apply`), in bfloat16
+    under bfloat16 autocast (as autocast would cast the copy for a matrix product), else float32."""
+    return ops().unfold_rows(x.contiguous(), k, stride, _autocast_dtype() == torch.bfloat16)
+
+
+def magnitude(spec: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """``spec[..., first:].abs()`` in one pass (see :func:`spectra_apply`)."""
+    return ops().magnitude(torch.view_as_real(spec), first)
+
+
+def normalised_spectrum(spec: torch.Tensor, first: int, norm: nn.BatchNorm1d) -> torch.Tensor:
+    """``norm`` over bins of ``|spec[..., first:]|`` for a ``(B, frames, bins)`` spectrum, returned ``(B, bins, frames)``.
+
+    What ``norm(|spec|.reshape(-1, bins))`` then a transpose compute (batch statistics in training,
+    running statistics updated; the running ones in evaluation), in two passes instead of six.
+    """
+    batch_stats = norm.training or not norm.track_running_stats
+    stats = (norm.running_mean, norm.running_var) if not batch_stats else (torch.empty(0), torch.empty(0))
+    x, mean, var = ops().spectrum_norm(torch.view_as_real(spec), first, norm.eps, batch_stats,
+                                       *(t.float().contiguous() for t in stats))
+    if norm.training:
+        update_running_stats(norm, mean, var, spec.shape[0] * spec.shape[1])
+    return x
 
 
 class _ScaleAdd(torch.autograd.Function):
