@@ -1,5 +1,6 @@
-"""Fused CPU kernels for the CNN's training step: BatchNorm + ReLU, the stem's BatchNorm + ReLU + max-pool,
-and squeeze-excitation's gating plus the residual shortcut.
+"""Fused CPU kernels for the CNN's training step: BatchNorm + ReLU, the whole stem (conv, BatchNorm,
+ReLU, max-pool), squeeze-excitation with the residual shortcut, and the STFT's frames, magnitude
+and per-bin normalisation.
 
 PyTorch's CPU kernels make one pass over memory per operation (statistics, normalise, ReLU, pool,
 each gradient), and their bfloat16 element-wise kernels reach a few GB/s. On the CNN's first stage
@@ -264,27 +265,57 @@ def normalised_spectrum(spec: torch.Tensor, first: int, norm: nn.BatchNorm1d) ->
     return x
 
 
-class _ScaleAdd(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, s):
-        rows, gate = _rows(x), w.float().contiguous()
-        ctx.save_for_backward(rows, gate)
-        ctx.gate_dtype = w.dtype
-        return _maps(ops().scale_add_forward(rows, gate, _rows(s.to(x.dtype))))
+class _Excite(torch.autograd.Function):
+    """``r * gate(mean of r)`` (+ shortcut) on ``(B, positions, C)`` rows, r = x or relu(x); the gate's
+    MLP runs in PyTorch, its backward re-run on the saved means inside this backward."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, rows, shortcut, gate, relu, *params):
+        mean = ops().excite_mean(rows, relu)
+        w = gate(mean).float().contiguous()
+        ctx.save_for_backward(rows, mean, w)
+        ctx.gate, ctx.relu, ctx.params, ctx.has_shortcut = gate, relu, len(params), shortcut is not None
+        return ops().excite_apply(rows, w, shortcut, relu)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):
-        rows, gate = ctx.saved_tensors
-        grad_x, grad_w = ops().scale_add_backward(_rows(grad.to(rows.dtype)), rows, gate)
-        return _maps(grad_x), grad_w.to(ctx.gate_dtype), grad
+        rows, mean, w = ctx.saved_tensors
+        grad = grad.to(rows.dtype).contiguous()
+        grad_w = ops().excite_grad_gate(grad, rows, ctx.relu)
+        params = [p for p in ctx.gate.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            m = mean.detach().requires_grad_()
+            gated = ctx.gate(m)
+            grads = torch.autograd.grad(gated, [m, *params], grad_w.to(gated.dtype))
+        grad_x = ops().excite_grad_input(grad, rows, w, grads[0].float().contiguous(), ctx.relu)
+        return (grad_x, grad if ctx.has_shortcut else None, None, None, *grads[1:])
 
 
-def scale_add(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """``x * w[:, :, None, None] + s`` (squeeze-excitation's gating and the residual shortcut) in one pass.
+def excite_applies(*xs: torch.Tensor) -> bool:
+    """Whether :func:`excite` takes these length-major ``(B, L, C)`` (or, see :func:`maps_apply`, map) inputs."""
+    x = xs[0]
+    return (_state["wanted"] and x.device.type == "cpu" and x.dim() == 3 and x.dtype in (torch.float32, torch.bfloat16)
+            and all(t.shape == x.shape and t.dtype == x.dtype and t.is_contiguous() for t in xs)
+            and _single_thread() and ops() is not None)
 
-    ``w`` is the ``(batch, channels)`` gate; ``x`` and ``s`` are maps of one shape (see :func:`maps_apply`).
+
+def excite(x: torch.Tensor, module: nn.Module, shortcut: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+    """Squeeze-excitation ``module`` applied to ``r = relu(x)`` (or ``x``), plus ``shortcut``: ``r * gate(mean(r)) + s``.
+
+    ``x``: a channels-last ``(B, C, H, W)`` map (see :func:`maps_apply`) or a contiguous length-major
+    ``(B, L, C)`` sequence (see :func:`excite_applies`); ``module.gate`` is the MLP from channel
+    means to gates. Three passes forward and two backward over the map, where PyTorch's layers make
+    two and five (the mean's broadcast gradient and its addition to the gating's among them).
     """
-    return _ScaleAdd.apply(x, w, s)
+    params = [p for p in module.gate.parameters() if p.requires_grad]
+    if x.dim() == 4:
+        b, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        s = None if shortcut is None else shortcut.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        return _Excite.apply(rows, s, module.gate, relu, *params).view(b, h, w, c).permute(0, 3, 1, 2)
+    return _Excite.apply(x, shortcut, module.gate, relu, *params)
 
 
 def maps_apply(*maps: torch.Tensor) -> bool:

@@ -846,86 +846,171 @@ std::vector<at::Tensor> spectrum_norm(const at::Tensor& spec, int64_t first, dou
   return {x, mean, var};
 }
 
-// ---- Squeeze-excitation's gating plus the residual shortcut: out = x * w[sample, channel] + s ----------
+// ---- Squeeze-excitation: out = r * w[sample, channel] (+ s), r = x or relu(x), w = gate(mean of r) -------
+// x: (B, P, C) rows (a channels-last map or a length-major sequence), w: (B, C) float32. The gate's
+// small MLP runs in PyTorch (asd/models/cpu_kernels.py); these are the passes over the map. The
+// backward is two passes instead of PyTorch's four (the gating's two gradients, the mean's broadcast
+// gradient, their sum, the ReLU's mask): grad_w = sum over positions of g * r, then, once the MLP's
+// backward gave the mean's gradient gm, grad_x = [x > 0 with the ReLU] * (g * w + gm / P).
 
-template <typename S, int64_t kC>
-void scale_add_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& s, at::Tensor& out) {
-  const int64_t B = x.size(0), c = kC > 0 ? kC : x.size(-1), rows = x.numel() / (B * c);
-  const auto* __restrict xp = ptr<S>(x);
-  const auto* __restrict sp = ptr<S>(s);
-  const float* __restrict wp = w.data_ptr<float>();
-  auto* __restrict op = ptr<S>(out);
-  at::parallel_for(0, B * rows, kGrain, [=](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* __restrict wb = wp + (r / rows) * c;
-#pragma omp simd
-      for (int64_t j = 0; j < c; ++j) op[r * c + j] = S::store(S::load(xp[r * c + j]) * wb[j] + S::load(sp[r * c + j]));
-    }
-  });
+template <typename S, bool kRelu>
+inline float excited(const typename S::T v) {
+  return kRelu ? relu(S::load(v)) : S::load(v);
 }
 
-// grad_x = g * w and grad_w[sample, channel] = sum over the sample's positions of g * x, in one pass.
-template <typename S, int64_t kC>
-void scale_add_backward_impl(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w, at::Tensor& grad_x,
-                             at::Tensor& grad_w) {
-  const int64_t B = x.size(0), c = kC > 0 ? kC : x.size(-1), rows = x.numel() / (B * c);
+template <typename S, int64_t kC, bool kRelu>
+void excite_mean_impl(const at::Tensor& x, at::Tensor& mean) {
+  const int64_t B = x.size(0), P = x.size(1), c = kC > 0 ? kC : x.size(2);
+  const auto* __restrict xp = ptr<S>(x);
+  float* __restrict mp = mean.data_ptr<float>();
+  std::vector<float> block_v(c);
+  std::vector<double> total_v(c);
+  float* __restrict block = block_v.data();
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(total_v.begin(), total_v.end(), 0.0);
+    for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
+      std::fill(block, block + c, 0.f);
+      const int64_t stop = std::min(P, p0 + kBlock);
+      for (int64_t p = p0; p < stop; ++p) {
+        const auto* __restrict row = xp + (b * P + p) * c;
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) block[j] += excited<S, kRelu>(row[j]);
+      }
+      for (int64_t j = 0; j < c; ++j) total_v[j] += block[j];
+    }
+    for (int64_t j = 0; j < c; ++j) mp[b * c + j] = float(total_v[j] / double(P));
+  }
+}
+
+template <typename S, int64_t kC, bool kRelu>
+void excite_apply_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& s, at::Tensor& out) {
+  const int64_t B = x.size(0), P = x.size(1), c = kC > 0 ? kC : x.size(2);
+  const auto* __restrict xp = ptr<S>(x);
+  const auto* __restrict sp = s.defined() ? ptr<S>(s) : nullptr;
+  const float* __restrict wp = w.data_ptr<float>();
+  auto* __restrict op = ptr<S>(out);
+  for (int64_t r = 0; r < B * P; ++r) {
+    const float* __restrict wb = wp + (r / P) * c;
+    const int64_t i = r * c;
+    if (sp) {
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) op[i + j] = S::store(excited<S, kRelu>(xp[i + j]) * wb[j] + S::load(sp[i + j]));
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) op[i + j] = S::store(excited<S, kRelu>(xp[i + j]) * wb[j]);
+    }
+  }
+}
+
+template <typename S, int64_t kC, bool kRelu>
+void excite_grad_gate_impl(const at::Tensor& g, const at::Tensor& x, at::Tensor& grad_w) {
+  const int64_t B = x.size(0), P = x.size(1), c = kC > 0 ? kC : x.size(2);
+  const auto* __restrict xp = ptr<S>(x);
+  const auto* __restrict gp = ptr<S>(g);
+  float* __restrict gw = grad_w.data_ptr<float>();
+  std::vector<float> block_v(c);
+  std::vector<double> total_v(c);
+  float* __restrict block = block_v.data();
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(total_v.begin(), total_v.end(), 0.0);
+    for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
+      std::fill(block, block + c, 0.f);
+      const int64_t stop = std::min(P, p0 + kBlock);
+      for (int64_t p = p0; p < stop; ++p) {
+        const int64_t i = (b * P + p) * c;
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) block[j] += S::load(gp[i + j]) * excited<S, kRelu>(xp[i + j]);
+      }
+      for (int64_t j = 0; j < c; ++j) total_v[j] += block[j];
+    }
+    for (int64_t j = 0; j < c; ++j) gw[b * c + j] = float(total_v[j]);
+  }
+}
+
+template <typename S, int64_t kC, bool kRelu>
+void excite_grad_input_impl(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w, const at::Tensor& gm,
+                            at::Tensor& grad_x) {
+  const int64_t B = x.size(0), P = x.size(1), c = kC > 0 ? kC : x.size(2);
   const auto* __restrict xp = ptr<S>(x);
   const auto* __restrict gp = ptr<S>(g);
   const float* __restrict wp = w.data_ptr<float>();
+  const float* __restrict mp = gm.data_ptr<float>();
   auto* __restrict dp = ptr<S>(grad_x);
-  float* __restrict gw = grad_w.data_ptr<float>();
-  at::parallel_for(0, B, 1, [=](int64_t begin, int64_t end) {
-    std::vector<float> block_v(c);
-    std::vector<double> total_v(c);
-    float* __restrict block = block_v.data();
-    for (int64_t b = begin; b < end; ++b) {
-      const float* __restrict wb = wp + b * c;
-      std::fill(total_v.begin(), total_v.end(), 0.0);
-      for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
-        std::fill(block, block + c, 0.f);
-        const int64_t stop = std::min(rows, r0 + kBlock);
-        for (int64_t r = r0; r < stop; ++r) {
-          const int64_t i = (b * rows + r) * c;
+  const float inv = 1.f / float(P);
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<float> share_v(c);  // the mean's gradient, per position
+    float* __restrict share = share_v.data();
+    for (int64_t j = 0; j < c; ++j) share[j] = mp[b * c + j] * inv;
+    const float* __restrict wb = wp + b * c;
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t i = (b * P + p) * c;
 #pragma omp simd
-          for (int64_t j = 0; j < c; ++j) {
-            const float gv = S::load(gp[i + j]);
-            dp[i + j] = S::store(gv * wb[j]);
-            block[j] += gv * S::load(xp[i + j]);
-          }
-        }
-        for (int64_t j = 0; j < c; ++j) total_v[j] += block[j];
+      for (int64_t j = 0; j < c; ++j) {
+        const float v = S::load(gp[i + j]) * wb[j] + share[j];
+        dp[i + j] = S::store(kRelu ? (S::load(xp[i + j]) > 0.f ? v : 0.f) : v);
       }
-      for (int64_t j = 0; j < c; ++j) gw[b * c + j] = float(total_v[j]);
     }
+  }
+}
+
+void check_gate(const at::Tensor& x, const at::Tensor& w, const char* name) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous() && x.dim() == 3, name, ": x is contiguous (B, positions, C) rows");
+  TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 2 && w.size(0) == x.size(0)
+                  && w.size(1) == x.size(2), name, ": a contiguous float32 (B, C)");
+}
+
+// Calls f(S, kC, kRelu) for x's storage and channel count and the flag.
+template <typename F>
+void dispatch_excite(const at::Tensor& x, bool with_relu, F f) {
+  dispatch(x, x.size(2), [&](auto s, auto k) {
+    if (with_relu)
+      f(s, k, std::true_type{});
+    else
+      f(s, k, std::false_type{});
   });
 }
 
-void check_gate(const at::Tensor& x, const at::Tensor& w) {
-  TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 2 && w.size(0) == x.size(0)
-                  && w.size(1) == x.size(-1), "scale_add: w is a contiguous float32 (batch, channels) gate");
+at::Tensor excite_mean(const at::Tensor& x, bool with_relu) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous() && x.dim() == 3, "excite_mean: contiguous (B, positions, C) rows");
+  auto mean = at::empty({x.size(0), x.size(2)}, x.options().dtype(at::kFloat));
+  dispatch_excite(x, with_relu, [&](auto s, auto k, auto r) {
+    excite_mean_impl<decltype(s), decltype(k)::value, decltype(r)::value>(x, mean);
+  });
+  return mean;
 }
 
-at::Tensor scale_add_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& s) {
-  check_rows(x, "scale_add_forward x");
-  check_like(s, x, "scale_add_forward s");
-  check_gate(x, w);
+at::Tensor excite_apply(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& shortcut,
+                        bool with_relu) {
+  check_gate(x, w, "excite_apply");
+  const at::Tensor s = shortcut.has_value() ? *shortcut : at::Tensor();
+  if (s.defined()) check_like(s, x, "excite_apply shortcut");
   auto out = at::empty_like(x);
-  dispatch(x, x.size(-1), [&](auto st, auto k) {
-    scale_add_forward_impl<decltype(st), decltype(k)::value>(x, w, s, out);
+  dispatch_excite(x, with_relu, [&](auto st, auto k, auto r) {
+    excite_apply_impl<decltype(st), decltype(k)::value, decltype(r)::value>(x, w, s, out);
   });
   return out;
 }
 
-std::vector<at::Tensor> scale_add_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w) {
-  check_rows(x, "scale_add_backward x");
-  check_like(g, x, "scale_add_backward g");
-  check_gate(x, w);
-  auto grad_x = at::empty_like(x);
-  auto grad_w = at::empty_like(w);
-  dispatch(x, x.size(-1), [&](auto st, auto k) {
-    scale_add_backward_impl<decltype(st), decltype(k)::value>(g, x, w, grad_x, grad_w);
+at::Tensor excite_grad_gate(const at::Tensor& g, const at::Tensor& x, bool with_relu) {
+  check_like(g, x, "excite_grad_gate g");
+  auto grad_w = at::empty({x.size(0), x.size(2)}, x.options().dtype(at::kFloat));
+  check_gate(x, grad_w, "excite_grad_gate");
+  dispatch_excite(x, with_relu, [&](auto s, auto k, auto r) {
+    excite_grad_gate_impl<decltype(s), decltype(k)::value, decltype(r)::value>(g, x, grad_w);
   });
-  return {grad_x, grad_w};
+  return grad_w;
+}
+
+at::Tensor excite_grad_input(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w, const at::Tensor& gm,
+                             bool with_relu) {
+  check_like(g, x, "excite_grad_input g");
+  check_gate(x, w, "excite_grad_input");
+  check_gate(x, gm, "excite_grad_input (the mean's gradient)");
+  auto grad_x = at::empty_like(x);
+  dispatch_excite(x, with_relu, [&](auto s, auto k, auto r) {
+    excite_grad_input_impl<decltype(s), decltype(k)::value, decltype(r)::value>(g, x, w, gm, grad_x);
+  });
+  return grad_x;
 }
 
 }  // namespace
@@ -941,8 +1026,10 @@ TORCH_LIBRARY(asd_cpu, m) {
   m.def("unfold_rows(Tensor x, int k, int stride, bool out_bf16) -> Tensor");
   m.def("magnitude(Tensor spec, int first) -> Tensor");
   m.def("spectrum_norm(Tensor spec, int first, float eps, bool training, Tensor mean, Tensor var) -> Tensor[]");
-  m.def("scale_add_forward(Tensor x, Tensor w, Tensor s) -> Tensor");
-  m.def("scale_add_backward(Tensor g, Tensor x, Tensor w) -> Tensor[]");
+  m.def("excite_mean(Tensor x, bool with_relu) -> Tensor");
+  m.def("excite_apply(Tensor x, Tensor w, Tensor? shortcut, bool with_relu) -> Tensor");
+  m.def("excite_grad_gate(Tensor g, Tensor x, bool with_relu) -> Tensor");
+  m.def("excite_grad_input(Tensor g, Tensor x, Tensor w, Tensor gm, bool with_relu) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(asd_cpu, CPU, m) {
@@ -956,6 +1043,8 @@ TORCH_LIBRARY_IMPL(asd_cpu, CPU, m) {
   m.impl("unfold_rows", unfold_rows);
   m.impl("magnitude", magnitude);
   m.impl("spectrum_norm", spectrum_norm);
-  m.impl("scale_add_forward", scale_add_forward);
-  m.impl("scale_add_backward", scale_add_backward);
+  m.impl("excite_mean", excite_mean);
+  m.impl("excite_apply", excite_apply);
+  m.impl("excite_grad_gate", excite_grad_gate);
+  m.impl("excite_grad_input", excite_grad_input);
 }
