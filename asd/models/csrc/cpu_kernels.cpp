@@ -641,13 +641,21 @@ kBroadcastLoads void stem_conv_backward_impl(const at::Tensor& grad_y, const at:
       const float* __restrict row = plane + oh * OW * kStemC;
       for (int kh = 0; kh < kTap; ++kh) {
         const float* __restrict xr = xs + (2 * oh + kh) * W;
-        v16 a[kTap];
+        v16 a[kTap], e[kTap] = {};  // two sets (even and odd positions): 14 independent chains of FMAs
         for (int kw = 0; kw < kTap; ++kw) a[kw] = acc[kh * kTap + kw];
-        for (int64_t ow = 0; ow < OW; ++ow) {
+        int64_t ow = 0;
+        for (; ow + 1 < OW; ow += 2) {
+          const v16 g0 = vload(row + ow * kStemC), g1 = vload(row + (ow + 1) * kStemC);
+          for (int kw = 0; kw < kTap; ++kw) {
+            a[kw] += xr[2 * ow + kw] * g0;
+            e[kw] += xr[2 * ow + 2 + kw] * g1;
+          }
+        }
+        for (; ow < OW; ++ow) {
           const v16 gv = vload(row + ow * kStemC);
           for (int kw = 0; kw < kTap; ++kw) a[kw] += xr[2 * ow + kw] * gv;
         }
-        for (int kw = 0; kw < kTap; ++kw) acc[kh * kTap + kw] = a[kw];
+        for (int kw = 0; kw < kTap; ++kw) acc[kh * kTap + kw] = a[kw] + e[kw];
       }
     }
     for (int t = 0; t < kTap * kTap; ++t)
