@@ -121,13 +121,22 @@ class ResBlock(nn.Module):
             short.append(nn.Conv2d(c_in, c_out, 1, bias=False))
         self.shortcut = nn.Sequential(*short)
 
+    def _short(self, h: torch.Tensor) -> torch.Tensor:
+        """The shortcut of the fused path: its max-pool on the kernel where it applies."""
+        layers = list(self.shortcut)
+        if layers and isinstance(layers[0], nn.MaxPool2d) and cpu_kernels.pool_applies(h, layers[0]):
+            h, layers = cpu_kernels.max_pool(h), layers[1:]
+        for layer in layers:
+            h = layer(h)
+        return h
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm_in, _, conv1, norm_mid, _, conv2, excite = self.body
         if cpu_kernels.applies(x, norm_in):  # training on a CPU: BatchNorm + ReLU fused (asd.models.cpu_kernels)
             h, r = cpu_kernels.batch_norm_relu(x, norm_in) if self.bn_shortcut else (x, cpu_kernels.relu_batch_norm(x, norm_in))
             r = conv1(r)
             r = cpu_kernels.relu_batch_norm(r, norm_mid) if cpu_kernels.applies(r, norm_mid) else torch.relu(norm_mid(r))
-            r, short = conv2(r), self.shortcut(h)
+            r, short = conv2(r), self._short(h)
             if cpu_kernels.maps_apply(r, short):  # squeeze-excitation and the shortcut's addition fused
                 return cpu_kernels.excite(r, excite, short)
             return excite(r) + short

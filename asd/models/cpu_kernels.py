@@ -168,6 +168,33 @@ def stem(h: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
     return y
 
 
+class _Pool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        rows = _rows(x)
+        y, where = ops().pool_forward(rows)
+        ctx.save_for_backward(where)
+        ctx.size, ctx.dtype = rows.shape[1:3], x.dtype
+        return _maps(y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (where,) = ctx.saved_tensors
+        return _maps(ops().pool_backward(_rows(grad.to(ctx.dtype)), where, *ctx.size))
+
+
+def pool_applies(x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
+    """Whether ``pool`` (3 x 3, stride 2, padding 1: the downsampling shortcut's) on ``x`` runs on the kernel."""
+    return (maps_apply(x) and pool.kernel_size in (3, (3, 3)) and pool.stride in (2, (2, 2))
+            and pool.padding in (1, (1, 1)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+            and not pool.return_indices)
+
+
+def max_pool(x: torch.Tensor) -> torch.Tensor:
+    """``max_pool2d(x, 3, 2, padding=1)`` of a channels-last map (see :func:`pool_applies`)."""
+    return _Pool.apply(x)
+
+
 class _StemConv(torch.autograd.Function):
     """Outputs ``(y, mean, var)``; the gradient is the weight's only (the spectrum is an input, not a parameter)."""
 

@@ -301,3 +301,26 @@ def test_normalised_spectrum_equals_batch_norm_of_the_magnitude(training):
     assert torch.allclose(x.double(), expected, rtol=2e-6, atol=2e-6)  # float32 rounding of |spec|
     assert torch.allclose(ours.running_mean.double(), ref.running_mean, rtol=1e-6, atol=1e-7)
     assert torch.allclose(ours.running_var.double(), ref.running_var, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("size", [(123, 33), (8, 9)])
+def test_max_pool_equals_max_pool2d_3x3_stride2_padding1(dtype, size):
+    """The downsampling shortcut's pool, values and gradients exactly (ties: bf16 maps have many); a place
+    that is the maximum of several windows gets their gradients summed in float32 and rounded once (as
+    float64's sum rounded), where PyTorch's bfloat16 kernel rounds after each addition."""
+    x = _map((3, 16, *size), dtype, seed=6).requires_grad_()
+    pool = nn.MaxPool2d(3, 2, padding=1)
+    assert cpu_kernels.pool_applies(x, pool)
+    y = cpu_kernels.max_pool(x)
+    ref = pool(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and torch.equal(y, ref)
+    g = torch.randn_like(y)
+    xd = x.detach().double().requires_grad_()
+    exact = torch.autograd.grad((pool(xd) * g.double()).sum(), xd)[0]
+    ours = torch.autograd.grad((y * g).sum(), x)[0]
+    if dtype == torch.bfloat16:
+        assert torch.equal(ours, exact.to(dtype))
+    else:  # float32 sums of up to four gradients
+        assert torch.allclose(ours.double(), exact, rtol=1e-6, atol=1e-6)
+    assert not cpu_kernels.pool_applies(x, nn.MaxPool2d(3, 2))

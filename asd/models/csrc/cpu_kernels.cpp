@@ -438,6 +438,105 @@ at::Tensor stem_backward(const at::Tensor& grad_y, const at::Tensor& h, const at
   return grad_h;
 }
 
+// ---- Max-pool 3x3, stride 2, padding 1 (the downsampling shortcut) ------------------------------------
+// x: (B, H, W, C) rows -> y: (B, (H - 1) / 2 + 1, (W - 1) / 2 + 1, C); `where` as in the stem (the
+// window's place 0..8, places outside the map never chosen). The backward adds each window's gradient
+// at its maximum through a float32 plane per sample (in cache), then writes it once.
+
+template <typename S, int64_t kC>
+void pool_forward_impl(const at::Tensor& x, at::Tensor& y, at::Tensor& where) {
+  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), c = kC > 0 ? kC : x.size(3);
+  const int64_t PH = y.size(1), PW = y.size(2);
+  const auto* __restrict xp = ptr<S>(x);
+  auto* __restrict yp = ptr<S>(y);
+  auto* __restrict wp = where.data_ptr<uint8_t>();
+  std::vector<float> best_v(c);
+  std::vector<int32_t> arg_v(c);
+  float* __restrict best = best_v.data();
+  int32_t* __restrict arg = arg_v.data();
+  for (int64_t bp = 0; bp < B * PH; ++bp) {
+    const int64_t b = bp / PH, ph = bp % PH;
+    for (int64_t pw = 0; pw < PW; ++pw) {
+      bool first = true;
+      for (int t = 0; t < 9; ++t) {
+        const int64_t h = 2 * ph - 1 + t / 3, w = 2 * pw - 1 + t % 3;
+        if (h < 0 || h >= H || w < 0 || w >= W) continue;
+        const auto* __restrict row = xp + ((b * H + h) * W + w) * c;
+        if (first) {
+#pragma omp simd
+          for (int64_t j = 0; j < c; ++j) {
+            best[j] = S::load(row[j]);
+            arg[j] = t;
+          }
+          first = false;
+          continue;
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) {
+          const float v = S::load(row[j]);
+          const bool take = (v > best[j]) | ((v != v) & (best[j] == best[j]));
+          best[j] = take ? v : best[j];
+          arg[j] = take ? t : arg[j];
+        }
+      }
+      const int64_t o = (bp * PW + pw) * c;
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) {
+        yp[o + j] = S::store(best[j]);
+        wp[o + j] = uint8_t(arg[j]);
+      }
+    }
+  }
+}
+
+template <typename S, int64_t kC>
+void pool_backward_impl(const at::Tensor& grad_y, const at::Tensor& where, at::Tensor& grad_x) {
+  const int64_t B = grad_x.size(0), H = grad_x.size(1), W = grad_x.size(2), c = kC > 0 ? kC : grad_x.size(3);
+  const int64_t PH = grad_y.size(1), PW = grad_y.size(2);
+  const auto* __restrict gy = ptr<S>(grad_y);
+  const auto* __restrict wp = where.data_ptr<uint8_t>();
+  auto* __restrict dp = ptr<S>(grad_x);
+  std::vector<float> plane_v(size_t(H) * W * c);
+  float* __restrict plane = plane_v.data();
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(plane_v.begin(), plane_v.end(), 0.f);
+    for (int64_t ph = 0; ph < PH; ++ph)
+      for (int64_t pw = 0; pw < PW; ++pw) {
+        const int64_t o = ((b * PH + ph) * PW + pw) * c;
+        for (int t = 0; t < 9; ++t) {
+          const int64_t h = 2 * ph - 1 + t / 3, w = 2 * pw - 1 + t % 3;
+          if (h < 0 || h >= H || w < 0 || w >= W) continue;
+          float* __restrict place = plane + (h * W + w) * c;
+#pragma omp simd
+          for (int64_t j = 0; j < c; ++j) place[j] += wp[o + j] == t ? S::load(gy[o + j]) : 0.f;
+        }
+      }
+    auto* __restrict out = dp + b * H * W * c;
+#pragma omp simd
+    for (int64_t i = 0; i < H * W * c; ++i) out[i] = S::store(plane[i]);
+  }
+}
+
+std::vector<at::Tensor> pool_forward(const at::Tensor& x) {
+  check_rows(x, "pool_forward x", 4);
+  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), c = x.size(3);
+  auto y = at::empty({B, (H - 1) / 2 + 1, (W - 1) / 2 + 1, c}, x.options());
+  auto where = at::empty(y.sizes(), x.options().dtype(at::kByte));
+  dispatch(x, c, [&](auto s, auto k) { pool_forward_impl<decltype(s), decltype(k)::value>(x, y, where); });
+  return {y, where};
+}
+
+at::Tensor pool_backward(const at::Tensor& grad_y, const at::Tensor& where, int64_t H, int64_t W) {
+  check_rows(grad_y, "pool_backward grad_y", 4);
+  TORCH_CHECK(where.sizes() == grad_y.sizes() && where.scalar_type() == at::kByte && grad_y.size(1) == (H - 1) / 2 + 1
+                  && grad_y.size(2) == (W - 1) / 2 + 1, "pool_backward: where from pool_forward of an H x W map");
+  auto grad_x = at::empty({grad_y.size(0), H, W, grad_y.size(3)}, grad_y.options());
+  dispatch(grad_y, grad_y.size(3), [&](auto s, auto k) {
+    pool_backward_impl<decltype(s), decltype(k)::value>(grad_y, where, grad_x);
+  });
+  return grad_x;
+}
+
 // ---- The stem with its convolution: conv 7x7/2 (one input channel, 16 out, no bias) -> the stem above ----
 // x: (B, H, W) float32 (the normalised spectrum), w: (49, 16) float32 (w[kh * 7 + kw][channel]). The
 // conv output h (B, OH, OW, 16) is never stored: each sample's h is computed into a float32 plane in
@@ -1028,6 +1127,8 @@ TORCH_LIBRARY(asd_cpu, m) {
   m.def("bn_relu_backward(Tensor grad_relu, Tensor? grad_normed, Tensor x, Tensor mean, Tensor invstd) -> Tensor");
   m.def("stem_forward(Tensor h, float eps) -> Tensor[]");
   m.def("stem_backward(Tensor grad_y, Tensor h, Tensor where, Tensor y, Tensor mean, Tensor invstd) -> Tensor");
+  m.def("pool_forward(Tensor x) -> Tensor[]");
+  m.def("pool_backward(Tensor grad_y, Tensor where, int H, int W) -> Tensor");
   m.def("stem_conv_forward(Tensor x, Tensor w, float eps, bool out_bf16) -> Tensor[]");
   m.def("stem_conv_backward(Tensor grad_y, Tensor x, Tensor w, Tensor where, Tensor y, Tensor mean, Tensor invstd) -> Tensor");
   m.def("frames(Tensor wave, int n_fft, int hop, Tensor window, bool reflect) -> Tensor");
@@ -1045,6 +1146,8 @@ TORCH_LIBRARY_IMPL(asd_cpu, CPU, m) {
   m.impl("bn_relu_backward", bn_relu_backward);
   m.impl("stem_forward", stem_forward);
   m.impl("stem_backward", stem_backward);
+  m.impl("pool_forward", pool_forward);
+  m.impl("pool_backward", pool_backward);
   m.impl("stem_conv_forward", stem_conv_forward);
   m.impl("stem_conv_backward", stem_conv_backward);
   m.impl("frames", frames);
