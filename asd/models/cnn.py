@@ -133,7 +133,8 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm_in, _, conv1, norm_mid, _, conv2, excite = self.body
         if cpu_kernels.applies(x, norm_in):  # training on a CPU: BatchNorm + ReLU fused (asd.models.cpu_kernels)
-            h, r = cpu_kernels.batch_norm_relu(x, norm_in) if self.bn_shortcut else (x, cpu_kernels.relu_batch_norm(x, norm_in))
+            # h: what the shortcut adds, the normalised input or the input, its gradient added in the same pass
+            h, r = cpu_kernels.batch_norm_relu(x, norm_in, "normed" if self.bn_shortcut else "input")
             r = conv1(r)
             r = cpu_kernels.relu_batch_norm(r, norm_mid) if cpu_kernels.applies(r, norm_mid) else torch.relu(norm_mid(r))
             r, short = conv2(r), self._short(h)
@@ -200,7 +201,7 @@ class STFTBranch(nn.Module):
     def _rfft(self, wave: torch.Tensor) -> torch.Tensor:
         """``(B, frames, n_fft // 2 + 1)`` complex STFT of the centred, windowed frames (all bins)."""
         half, window = self.n_fft // 2, self.window / self.window.pow(2).sum().sqrt()
-        if window.dtype == torch.float32 and cpu_kernels.frames_apply(wave) and (self.pad == "constant"
+        if window.dtype == torch.float32 and cpu_kernels.rows_apply(wave) and (self.pad == "constant"
                                                                                  or half < wave.shape[-1]):
             return torch.fft.rfft(cpu_kernels.frames(wave, self.n_fft, self.hop, window, self.pad == "reflect"))
         padded = nn.functional.pad(wave.unsqueeze(1), (half, half), mode=self.pad).squeeze(1)
@@ -342,7 +343,7 @@ def conv1d_length_major(x: torch.Tensor, weight: torch.Tensor, stride: int) -> t
         for j in range(1, r):
             y = y + z[:, j:j + n, j * c_out:(j + 1) * c_out]
         return y
-    if c_in == 1 and cpu_kernels.frames_apply(x[..., 0]):
+    if c_in == 1 and cpu_kernels.rows_apply(x[..., 0]):
         frames = cpu_kernels.unfold_rows(x[..., 0], k, stride).reshape(-1, k)  # copied once, in the product's dtype
         return torch.matmul(frames, weight.reshape(c_out, -1).t()).view(x.shape[0], n, c_out)
     frames = x.unfold(1, k, stride).reshape(-1, c_in * k)  # (B * positions, C_in * k): overlapping frames copied

@@ -101,40 +101,46 @@ def update_running_stats(norm: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Te
 
 
 class _BatchNormReLU(torch.autograd.Function):
-    """Outputs ``(normed, relu, mean, var)`` with ``with_normed``, else ``(relu, mean, var)``."""
+    """Outputs ``(first, relu, mean, var)``: ``first`` is the normalised map (``with_first="normed"``) or
+    ``x`` itself (``"input"``, so the raw shortcut's gradient reaches this backward); ``(relu, mean, var)``
+    without one."""
 
     @staticmethod
-    def forward(ctx, x, eps, with_normed):
+    def forward(ctx, x, eps, with_first):
         rows = _rows(x)
-        normed, relu, mean, invstd, var = ops().bn_relu_forward(rows, eps, with_normed)
+        normed, relu, mean, invstd, var = ops().bn_relu_forward(rows, eps, with_first == "normed")
         ctx.save_for_backward(rows, mean, invstd)
-        ctx.with_normed = with_normed
+        ctx.with_first = with_first
         ctx.mark_non_differentiable(mean, var)
-        return (_maps(normed), _maps(relu), mean, var) if with_normed else (_maps(relu), mean, var)
+        if with_first is None:
+            return _maps(relu), mean, var
+        return (_maps(normed) if with_first == "normed" else x), _maps(relu), mean, var
 
     @staticmethod
     def backward(ctx, *grads):
         rows, mean, invstd = ctx.saved_tensors
-        grad_normed, grad_relu = grads[:2] if ctx.with_normed else (None, grads[0])
+        grad_first, grad_relu = grads[:2] if ctx.with_first else (None, grads[0])
         grad_relu = torch.zeros_like(rows) if grad_relu is None else _rows(grad_relu.to(rows.dtype))
-        grad_normed = None if grad_normed is None else _rows(grad_normed.to(rows.dtype))
-        return _maps(ops().bn_relu_backward(grad_relu, grad_normed, rows, mean, invstd)), None, None
+        grad_first = None if grad_first is None else _rows(grad_first.to(rows.dtype))
+        normed, extra = (grad_first, None) if ctx.with_first == "normed" else (None, grad_first)
+        return _maps(ops().bn_relu_backward(grad_relu, normed, rows, mean, invstd, extra)), None, None
 
 
-def batch_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(norm(x), relu(norm(x)))`` in training (see :func:`applies`), with ``norm``'s running statistics updated.
+def batch_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, first: str = "normed") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(norm(x), relu(norm(x)))`` in training (see :func:`applies`), with ``norm``'s running statistics updated;
+    with ``first="input"``, ``(x, relu(norm(x)))``.
 
     The gradient with respect to ``x`` is the sum of both outputs' (one fused pass: the ReLU's mask,
     the addition of a residual shortcut's gradient and BatchNorm's backward).
     """
-    normed, relu, mean, var = _BatchNormReLU.apply(x, norm.eps, True)
+    out, relu, mean, var = _BatchNormReLU.apply(x, norm.eps, first)
     update_running_stats(norm, mean, var, x.numel() // x.shape[1])
-    return normed, relu
+    return out, relu
 
 
 def relu_batch_norm(x: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
     """``relu(norm(x))`` in training (see :func:`applies`), with ``norm``'s running statistics updated."""
-    relu, mean, var = _BatchNormReLU.apply(x, norm.eps, False)
+    relu, mean, var = _BatchNormReLU.apply(x, norm.eps, None)
     update_running_stats(norm, mean, var, x.numel() // x.shape[1])
     return relu
 
@@ -255,10 +261,11 @@ def spectra_apply(spec: torch.Tensor) -> bool:
             and not spec.requires_grad and _single_thread() and ops() is not None)
 
 
-def frames_apply(wave: torch.Tensor) -> bool:
-    """Whether a float32 CPU batch of clips that needs no gradient is framed by the fused kernel."""
-    return (_state["wanted"] and wave.device.type == "cpu" and wave.dtype == torch.float32 and wave.dim() == 2
-            and not wave.requires_grad and _single_thread() and ops() is not None)
+def rows_apply(x: torch.Tensor) -> bool:
+    """Whether a float32 CPU ``(B, L)`` batch that needs no gradient (clips, spectra) takes the fused kernels
+    (:func:`frames`, :func:`unfold_rows`, :func:`mixup`)."""
+    return (_state["wanted"] and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
+            and not x.requires_grad and _single_thread() and ops() is not None)
 
 
 def frames(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, reflect: bool) -> torch.Tensor:
@@ -267,9 +274,14 @@ def frames(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, refle
 
 
 def unfold_rows(x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
-    """``x.unfold(1, k, stride)`` of a ``(B, L)`` float32 input, copied (see :func:`frames_apply`), in bfloat16
+    """``x.unfold(1, k, stride)`` of a ``(B, L)`` float32 input, copied (see :func:`rows_apply`), in bfloat16
     under bfloat16 autocast (as autocast would cast the copy for a matrix product), else float32."""
     return ops().unfold_rows(x.contiguous(), k, stride, _autocast_dtype() == torch.bfloat16)
+
+
+def mixup(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``lam * x + (1 - lam) * x[perm]`` per row (``lam``: one per row) in one pass, the same numbers (see :func:`rows_apply`)."""
+    return ops().mixup(x.contiguous(), perm.to(torch.int64).contiguous(), lam.float().contiguous())
 
 
 def magnitude(spec: torch.Tensor, first: int = 0) -> torch.Tensor:

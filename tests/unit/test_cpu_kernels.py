@@ -257,7 +257,7 @@ def test_stft_frames_equal_the_padded_unfold(pad):
     branch = STFTBranch(256, 128, pad=pad)
     for length in (5000, 300, 1000):  # several frames; fewer samples than n_fft; frames at both padded ends
         wave = torch.randn(3, length, generator=torch.Generator().manual_seed(length))
-        assert cpu_kernels.frames_apply(wave)
+        assert cpu_kernels.rows_apply(wave)
         ours = branch._rfft(wave)
         cpu_kernels.use(False)
         plain = branch._rfft(wave)
@@ -324,3 +324,28 @@ def test_max_pool_equals_max_pool2d_3x3_stride2_padding1(dtype, size):
     else:  # float32 sums of up to four gradients
         assert torch.allclose(ours.double(), exact, rtol=1e-6, atol=1e-6)
     assert not cpu_kernels.pool_applies(x, nn.MaxPool2d(3, 2))
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_batch_norm_relu_passes_the_input_through_with_its_gradient_added(dtype, tol):
+    """The raw shortcut's form: ``(x, relu(norm(x)))``, the gradient of both in one pass."""
+    x = _map((6, 16, 11, 9), dtype).requires_grad_()
+    same, relu = cpu_kernels.batch_norm_relu(x, nn.BatchNorm2d(16, affine=False), "input")
+    assert torch.equal(same, x)
+    g1, g2 = torch.randn_like(same), torch.randn_like(relu)
+    (grad,) = torch.autograd.grad((same * g1).sum() + (relu * g2).sum(), x)
+    xd = x.detach().double().requires_grad_()
+    ref = (xd * g1.double()).sum() + (torch.relu(nn.BatchNorm2d(16, affine=False).double()(xd)) * g2.double()).sum()
+    assert _rel(grad, torch.autograd.grad(ref, xd)[0]) < tol
+
+
+def test_mixup_gives_the_numbers_of_the_plain_formula():
+    from asd.training.augment import mixup
+
+    wave, target = torch.randn(8, 5000), torch.eye(8)
+    assert cpu_kernels.rows_apply(wave)
+    ours = mixup(wave, target, 0.5, torch.Generator().manual_seed(2))
+    cpu_kernels.use(False)
+    plain = mixup(wave, target, 0.5, torch.Generator().manual_seed(2))
+    assert torch.equal(ours[0], plain[0]) and torch.equal(ours[1], plain[1])
+    assert not torch.equal(ours[0], wave)  # some rows were mixed

@@ -227,9 +227,9 @@ void bn_relu_forward_impl(const at::Tensor& x, double eps, at::Tensor& normed, a
 // Gradient w.r.t. x of (normed, relu) = (xhat, max(xhat, 0)), xhat = (x - mean) * invstd with the
 // batch statistics: g = grad_normed + grad_relu * [xhat > 0], then BatchNorm's backward
 // dx = invstd * (g - mean(g) - xhat * mean(g * xhat)). xhat is recomputed from x.
-template <typename S, int64_t kC, bool kNormed>
-void bn_relu_backward_impl(const at::Tensor& grad_relu, const at::Tensor& grad_normed, const at::Tensor& x,
-                           const at::Tensor& mean, const at::Tensor& invstd, at::Tensor& grad_x) {
+template <typename S, int64_t kC, bool kNormed, bool kInput>
+void bn_relu_backward_impl(const at::Tensor& grad_relu, const at::Tensor& grad_normed, const at::Tensor& grad_input,
+                           const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd, at::Tensor& grad_x) {
   const int64_t c = kC > 0 ? kC : x.size(-1), n = x.numel() / c;
   const auto* __restrict xp = ptr<S>(x);
   const auto* __restrict gr = ptr<S>(grad_relu);
@@ -256,13 +256,15 @@ void bn_relu_backward_impl(const at::Tensor& grad_relu, const at::Tensor& grad_n
   const float* __restrict k0 = k0_v.data();
   const float* __restrict k1 = k1_v.data();
   auto* __restrict dp = ptr<S>(grad_x);
+  const auto* __restrict gi = kInput ? ptr<S>(grad_input) : nullptr;
   at::parallel_for(0, n, kGrain, [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
 #pragma omp simd
       for (int64_t j = 0; j < c; ++j) {
         float xhat;
         const float g = grad(r * c + j, j, xhat);
-        dp[r * c + j] = S::store(scale[j] * (g - k0[j] - xhat * k1[j]));
+        const float d = scale[j] * (g - k0[j] - xhat * k1[j]);
+        dp[r * c + j] = S::store(kInput ? d + S::load(gi[r * c + j]) : d);
       }
     }
   });
@@ -282,20 +284,28 @@ std::vector<at::Tensor> bn_relu_forward(const at::Tensor& x, double eps, bool wi
   return {with_normed ? normed : out, out, mean, invstd, var};
 }
 
+// grad_input: a gradient w.r.t. x from elsewhere (the raw shortcut's), added in the same pass.
 at::Tensor bn_relu_backward(const at::Tensor& grad_relu, const c10::optional<at::Tensor>& grad_normed,
-                            const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd) {
+                            const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd,
+                            const c10::optional<at::Tensor>& grad_input) {
   check_rows(x, "bn_relu_backward x");
   check_like(grad_relu, x, "bn_relu_backward grad_relu");
   const at::Tensor gn = grad_normed.has_value() ? *grad_normed : at::Tensor();
+  const at::Tensor gi = grad_input.has_value() ? *grad_input : at::Tensor();
   if (gn.defined()) check_like(gn, x, "bn_relu_backward grad_normed");
+  if (gi.defined()) check_like(gi, x, "bn_relu_backward grad_input");
   auto grad_x = at::empty_like(x);
   dispatch(x, x.size(-1), [&](auto s, auto k) {
     using St = decltype(s);
     constexpr int64_t kC = decltype(k)::value;
-    if (gn.defined())
-      bn_relu_backward_impl<St, kC, true>(grad_relu, gn, x, mean, invstd, grad_x);
+    if (gn.defined() && gi.defined())
+      bn_relu_backward_impl<St, kC, true, true>(grad_relu, gn, gi, x, mean, invstd, grad_x);
+    else if (gn.defined())
+      bn_relu_backward_impl<St, kC, true, false>(grad_relu, gn, gi, x, mean, invstd, grad_x);
+    else if (gi.defined())
+      bn_relu_backward_impl<St, kC, false, true>(grad_relu, gn, gi, x, mean, invstd, grad_x);
     else
-      bn_relu_backward_impl<St, kC, false>(grad_relu, gn, x, mean, invstd, grad_x);
+      bn_relu_backward_impl<St, kC, false, false>(grad_relu, gn, gi, x, mean, invstd, grad_x);
   });
   return grad_x;
 }
@@ -863,6 +873,39 @@ at::Tensor unfold_rows(const at::Tensor& x, int64_t k, int64_t stride, bool out_
   return out;
 }
 
+// mixup: out[i] = lam[i] * x[i] + (1 - lam[i]) * x[perm[i]] per row of a (B, L) batch, in one pass; the
+// products are rounded before the sum (no fused multiply-add), so the numbers are PyTorch's.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void mixup_impl(const float* __restrict xp, const int64_t* __restrict perm, const float* __restrict lam, int64_t B,
+                int64_t L, float* __restrict op) {
+  for (int64_t i = 0; i < B; ++i) {
+    const float a = lam[i], b = 1.f - lam[i];
+    const float* __restrict x = xp + i * L;
+    const float* __restrict y = xp + perm[i] * L;
+    float* __restrict o = op + i * L;
+#pragma omp simd
+    for (int64_t n = 0; n < L; ++n) {
+      const float p = a * x[n], q = b * y[n];
+      o[n] = p + q;
+    }
+  }
+}
+
+at::Tensor mixup(const at::Tensor& x, const at::Tensor& perm, const at::Tensor& lam) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
+              "mixup: a contiguous float32 (B, L) batch");
+  const int64_t B = x.size(0);
+  TORCH_CHECK(perm.scalar_type() == at::kLong && perm.is_contiguous() && perm.numel() == B && lam.scalar_type() == at::kFloat
+                  && lam.is_contiguous() && lam.numel() == B, "mixup: int64 perm and float32 lam, one per row");
+  const int64_t* pp = perm.data_ptr<int64_t>();
+  for (int64_t i = 0; i < B; ++i) TORCH_CHECK(pp[i] >= 0 && pp[i] < B, "mixup: perm out of range");
+  auto out = at::empty_like(x);
+  mixup_impl(x.data_ptr<float>(), pp, lam.data_ptr<float>(), B, x.size(1), out.data_ptr<float>());
+  return out;
+}
+
 void check_spectrum(const at::Tensor& spec, int64_t first, int64_t dims) {
   TORCH_CHECK(spec.device().is_cpu() && spec.scalar_type() == at::kFloat && spec.is_contiguous()
                   && spec.dim() == dims && spec.size(-1) == 2, "spectrum: a contiguous float32 view_as_real of an rFFT");
@@ -1124,7 +1167,7 @@ at::Tensor excite_grad_input(const at::Tensor& g, const at::Tensor& x, const at:
 
 TORCH_LIBRARY(asd_cpu, m) {
   m.def("bn_relu_forward(Tensor x, float eps, bool with_normed) -> Tensor[]");
-  m.def("bn_relu_backward(Tensor grad_relu, Tensor? grad_normed, Tensor x, Tensor mean, Tensor invstd) -> Tensor");
+  m.def("bn_relu_backward(Tensor grad_relu, Tensor? grad_normed, Tensor x, Tensor mean, Tensor invstd, Tensor? grad_input) -> Tensor");
   m.def("stem_forward(Tensor h, float eps) -> Tensor[]");
   m.def("stem_backward(Tensor grad_y, Tensor h, Tensor where, Tensor y, Tensor mean, Tensor invstd) -> Tensor");
   m.def("pool_forward(Tensor x) -> Tensor[]");
@@ -1133,6 +1176,7 @@ TORCH_LIBRARY(asd_cpu, m) {
   m.def("stem_conv_backward(Tensor grad_y, Tensor x, Tensor w, Tensor where, Tensor y, Tensor mean, Tensor invstd) -> Tensor");
   m.def("frames(Tensor wave, int n_fft, int hop, Tensor window, bool reflect) -> Tensor");
   m.def("unfold_rows(Tensor x, int k, int stride, bool out_bf16) -> Tensor");
+  m.def("mixup(Tensor x, Tensor perm, Tensor lam) -> Tensor");
   m.def("magnitude(Tensor spec, int first) -> Tensor");
   m.def("spectrum_norm(Tensor spec, int first, float eps, bool training, Tensor mean, Tensor var) -> Tensor[]");
   m.def("excite_mean(Tensor x, bool with_relu) -> Tensor");
@@ -1152,6 +1196,7 @@ TORCH_LIBRARY_IMPL(asd_cpu, CPU, m) {
   m.impl("stem_conv_backward", stem_conv_backward);
   m.impl("frames", frames);
   m.impl("unfold_rows", unfold_rows);
+  m.impl("mixup", mixup);
   m.impl("magnitude", magnitude);
   m.impl("spectrum_norm", spectrum_norm);
   m.impl("excite_mean", excite_mean);
