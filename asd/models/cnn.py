@@ -138,7 +138,7 @@ class ResBlock(nn.Module):
             r = conv1(r)
             r = cpu_kernels.relu_batch_norm(r, norm_mid) if cpu_kernels.applies(r, norm_mid) else torch.relu(norm_mid(r))
             r, short = conv2(r), self._short(h)
-            if cpu_kernels.maps_apply(r, short):  # squeeze-excitation and the shortcut's addition fused
+            if cpu_kernels.excite_applies(r, excite, short):  # squeeze-excitation and the shortcut's addition fused
                 return cpu_kernels.excite(r, excite, short)
             return excite(r) + short
         h = norm_in(x)
@@ -382,7 +382,7 @@ class FFTBranch(nn.Module):
         for i in range(0, len(self.convs), 3):
             conv, _, excite = self.convs[i:i + 3]  # Conv1d, ReLU, SqueezeExcite
             x = conv1d_length_major(x, conv.weight, conv.stride[0]).contiguous()
-            x = cpu_kernels.excite(x, excite, relu=True) if cpu_kernels.excite_applies(x) else excite.length_major(torch.relu(x))
+            x = cpu_kernels.excite(x, excite, relu=True) if cpu_kernels.excite_applies(x, excite) else excite.length_major(torch.relu(x))
         return self.mlp(x.transpose(1, 2).flatten(1))  # flattened channel-major, as the layers were trained
 
 

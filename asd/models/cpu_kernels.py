@@ -305,56 +305,72 @@ def normalised_spectrum(spec: torch.Tensor, first: int, norm: nn.BatchNorm1d) ->
 
 
 class _Excite(torch.autograd.Function):
-    """``r * gate(mean of r)`` (+ shortcut) on ``(B, positions, C)`` rows, r = x or relu(x); the gate's
-    MLP runs in PyTorch, its backward re-run on the saved means inside this backward."""
+    """``r * gate(mean of r)`` (+ shortcut) on ``(B, positions, C)`` rows, r = x or relu(x), with the gate
+    ``sigmoid(relu(m W1^T) W2^T)`` in float32 and its backward written out (no nested autograd, so hooks
+    such as the FLOP counter's still work)."""
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu")
-    def forward(ctx, rows, shortcut, gate, relu, *params):
+    def forward(ctx, rows, shortcut, relu, w1, w2):
         mean = ops().excite_mean(rows, relu)
-        w = gate(mean).float().contiguous()
-        ctx.save_for_backward(rows, mean, w)
-        ctx.gate, ctx.relu, ctx.params, ctx.has_shortcut = gate, relu, len(params), shortcut is not None
+        with torch.autocast("cpu", enabled=False):
+            hidden = mean @ w1.float().t()
+            act = torch.relu(hidden)
+            w = torch.sigmoid(act @ w2.float().t()).contiguous()
+        ctx.save_for_backward(rows, mean, hidden, act, w, w1, w2)
+        ctx.relu, ctx.has_shortcut = relu, shortcut is not None
         return ops().excite_apply(rows, w, shortcut, relu)
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):
-        rows, mean, w = ctx.saved_tensors
+        rows, mean, hidden, act, w, w1, w2 = ctx.saved_tensors
         grad = grad.to(rows.dtype).contiguous()
-        grad_w = ops().excite_grad_gate(grad, rows, ctx.relu)
-        params = [p for p in ctx.gate.parameters() if p.requires_grad]
-        with torch.enable_grad():
-            m = mean.detach().requires_grad_()
-            gated = ctx.gate(m)
-            grads = torch.autograd.grad(gated, [m, *params], grad_w.to(gated.dtype))
-        grad_x = ops().excite_grad_input(grad, rows, w, grads[0].float().contiguous(), ctx.relu)
-        return (grad_x, grad if ctx.has_shortcut else None, None, None, *grads[1:])
+        with torch.autocast("cpu", enabled=False):
+            grad_pre = ops().excite_grad_gate(grad, rows, ctx.relu) * w * (1 - w)  # through the sigmoid
+            grad_w2 = grad_pre.t() @ act
+            grad_hidden = (grad_pre @ w2.float()) * (hidden > 0)
+            grad_w1 = grad_hidden.t() @ mean
+            grad_mean = (grad_hidden @ w1.float()).contiguous()
+        grad_x = ops().excite_grad_input(grad, rows, w, grad_mean, ctx.relu)
+        return grad_x, grad if ctx.has_shortcut else None, None, grad_w1.to(w1.dtype), grad_w2.to(w2.dtype)
 
 
-def excite_applies(*xs: torch.Tensor) -> bool:
-    """Whether :func:`excite` takes these length-major ``(B, L, C)`` (or, see :func:`maps_apply`, map) inputs."""
-    x = xs[0]
+def _gate_weights(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(W1, W2)`` of a squeeze-excitation gate ``Linear -> ReLU -> Linear -> Sigmoid`` without biases, else ``None``."""
+    layers = list(getattr(module, "gate", ()))
+    kinds = (nn.Linear, nn.ReLU, nn.Linear, nn.Sigmoid)
+    if len(layers) != 4 or not all(type(m) is k for m, k in zip(layers, kinds)) or layers[0].bias is not None \
+            or layers[2].bias is not None:
+        return None
+    return layers[0].weight, layers[2].weight
+
+
+def excite_applies(x: torch.Tensor, module: nn.Module, *more: torch.Tensor) -> bool:
+    """Whether :func:`excite` takes ``x`` (and the shortcut in ``more``): a channels-last map (see
+    :func:`maps_apply`) or a contiguous length-major ``(B, L, C)`` sequence, and a gate it knows."""
+    if _gate_weights(module) is None:
+        return False
+    if x.dim() == 4:
+        return maps_apply(x, *more)
     return (_state["wanted"] and x.device.type == "cpu" and x.dim() == 3 and x.dtype in (torch.float32, torch.bfloat16)
-            and all(t.shape == x.shape and t.dtype == x.dtype and t.is_contiguous() for t in xs)
+            and all(t.shape == x.shape and t.dtype == x.dtype and t.is_contiguous() for t in (x, *more))
             and _single_thread() and ops() is not None)
 
 
 def excite(x: torch.Tensor, module: nn.Module, shortcut: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
     """Squeeze-excitation ``module`` applied to ``r = relu(x)`` (or ``x``), plus ``shortcut``: ``r * gate(mean(r)) + s``.
 
-    ``x``: a channels-last ``(B, C, H, W)`` map (see :func:`maps_apply`) or a contiguous length-major
-    ``(B, L, C)`` sequence (see :func:`excite_applies`); ``module.gate`` is the MLP from channel
-    means to gates. Three passes forward and two backward over the map, where PyTorch's layers make
-    two and five (the mean's broadcast gradient and its addition to the gating's among them).
+    ``x``: a channels-last ``(B, C, H, W)`` map or a contiguous length-major ``(B, L, C)`` sequence (see
+    :func:`excite_applies`). Three passes forward and two backward over the map, where PyTorch's layers
+    make two and five (the mean's broadcast gradient and its addition to the gating's among them); the
+    gate runs in float32 (under bf16 autocast too).
     """
-    params = [p for p in module.gate.parameters() if p.requires_grad]
+    w1, w2 = _gate_weights(module)
     if x.dim() == 4:
         b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
         s = None if shortcut is None else shortcut.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        return _Excite.apply(rows, s, module.gate, relu, *params).view(b, h, w, c).permute(0, 3, 1, 2)
-    return _Excite.apply(x, shortcut, module.gate, relu, *params)
+        return _Excite.apply(rows, s, relu, w1, w2).view(b, h, w, c).permute(0, 3, 1, 2)
+    return _Excite.apply(x, shortcut, relu, w1, w2)
 
 
 def maps_apply(*maps: torch.Tensor) -> bool:

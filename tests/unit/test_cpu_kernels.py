@@ -110,7 +110,7 @@ def test_excite_equals_squeeze_excitation(dtype, tol, layout):
         x = (torch.randn(4, 37, 64, generator=torch.Generator().manual_seed(3))).to(dtype)
         s, relu = None, True
     inputs = [t.requires_grad_() for t in (x, s) if t is not None]
-    assert (cpu_kernels.maps_apply(x, s) if layout == "map" else cpu_kernels.excite_applies(x))
+    assert cpu_kernels.excite_applies(x, module, *([s] if s is not None else []))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         out = cpu_kernels.excite(x, module, s, relu=relu)
     assert out.dtype == dtype and out.shape == x.shape
@@ -123,8 +123,8 @@ def test_excite_equals_squeeze_excitation(dtype, tol, layout):
     ref_grads = torch.autograd.grad((ref * g.double()).sum(), ref_inputs + list(ref_module.gate.parameters()))
     assert _rel(out, ref) < tol
     for a, b in zip(grads, ref_grads):
-        # bf16: the gate's MLP runs in bf16 (measured <= 5.7e-3 here, PyTorch's layers 5.6e-3)
-        assert _rel(a, b) < (tol if dtype == torch.float32 else 1.2e-2), (a, b)
+        # bf16 maps (measured <= 3.0e-3 here, PyTorch's layers with their bf16 gate 5.6e-3)
+        assert _rel(a, b) < (tol if dtype == torch.float32 else 6e-3), (a, b)
 
 
 
