@@ -170,10 +170,12 @@ def test_killed_worker_trial_is_failed_and_retried(toy_dir, mlflow_store, tmp_pa
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     space = _write(tmp_path, """
 recipe: ae
-fixed: {data.clip_seconds: 1, data.machines: fan, train.epochs: 6}
+fixed: {data.clip_seconds: 1, data.machines: fan, train.epochs: 30}
 params:
   model.bottleneck: {choice: [4, 8]}
 """)
+    # 30 epochs: the trial is still training when the kill lands, also on a fast machine (with 6 it could
+    # finish between the poll that saw it running and the kill).
     # --grace far beyond the test's timeout: the resumed worker must see that the killed worker's process
     # is gone and retry its trial at once, not wait for the heartbeat to go stale (issue 12, case 11).
     cmd = [sys.executable, "-m", "asd.cli", "search", "--data-dir", str(toy_dir), "--space", space, "--storage",
