@@ -172,7 +172,9 @@ def bench_model(kind: str, device: torch.device, args, tmp: Path, peaks: dict) -
                 torch.cuda.reset_peak_memory_stats()
             seconds, first = timed_first(fn, args.steps, sync)
             if variant != "compiled":  # the FLOP counter does not see inside compiled graphs; the work is the same
+                cpu_kernels.use(False)  # nor inside the fused kernels (the stem's convolution): count the plain layers
                 counted[(stage, prec)] = flops(fn)
+                cpu_kernels.use(train_cfg.cpu_kernels)
             work = counted.get((stage, prec), float("nan"))
             mem = (torch.cuda.max_memory_allocated() if device.type == "cuda"
                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30

@@ -154,7 +154,7 @@ def _half(n: int) -> int:
 
 
 def _tiled(spec: torch.Tensor) -> torch.Tensor:
-    """A ``(B, frames, bins)`` spectrum of a very short clip tiled in time to the frames the stem needs, as short clips are tiled."""
+    """A ``(B, frames, bins)`` spectrum of a very short clip, tiled in time to the frames the stem needs."""
     if spec.shape[1] < _STEM_MIN_FRAMES:
         spec = spec.repeat(1, -(-_STEM_MIN_FRAMES // spec.shape[1]), 1)
     return spec
@@ -219,7 +219,9 @@ class STFTBranch(nn.Module):
         one channel: the ReLU (and, in evaluation, the normalisation) runs on the pooled map, a
         quarter of the conv output. In float32 training :class:`PooledBatchNorm` normalises the
         pooled map with the statistics of the whole conv output; in bfloat16 the normalisation stays
-        before the pool (the CPU's bfloat16 element-wise kernels are slower than its BatchNorm).
+        before the pool (the CPU's bfloat16 element-wise kernels are slower than its BatchNorm). On
+        the fused CPU kernels (training, one thread) the whole stem, convolution included, is one
+        kernel that never stores the conv output (:func:`asd.models.cpu_kernels.stem_conv`).
         """
         conv, norm, _, pool = self.stem
         if cpu_kernels.stem_conv_applies(x, conv, norm, pool):
@@ -382,7 +384,10 @@ class FFTBranch(nn.Module):
         for i in range(0, len(self.convs), 3):
             conv, _, excite = self.convs[i:i + 3]  # Conv1d, ReLU, SqueezeExcite
             x = conv1d_length_major(x, conv.weight, conv.stride[0]).contiguous()
-            x = cpu_kernels.excite(x, excite, relu=True) if cpu_kernels.excite_applies(x, excite) else excite.length_major(torch.relu(x))
+            if cpu_kernels.excite_applies(x, excite):  # the ReLU and squeeze-excitation fused
+                x = cpu_kernels.excite(x, excite, relu=True)
+            else:
+                x = excite.length_major(torch.relu(x))
         return self.mlp(x.transpose(1, 2).flatten(1))  # flattened channel-major, as the layers were trained
 
 

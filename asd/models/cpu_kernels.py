@@ -1,20 +1,22 @@
 """Fused CPU kernels for the CNN's training step: BatchNorm + ReLU, the whole stem (conv, BatchNorm,
-ReLU, max-pool), squeeze-excitation with the residual shortcut, and the STFT's frames, magnitude
-and per-bin normalisation.
+ReLU, max-pool), squeeze-excitation with the residual shortcut, the shortcut's max-pool, the STFT's
+frames, magnitude and per-bin normalisation, and mixup.
 
 PyTorch's CPU kernels make one pass over memory per operation (statistics, normalise, ReLU, pool,
-each gradient), and their bfloat16 element-wise kernels reach a few GB/s. On the CNN's first stage
-(64 x 16 x 123 x 33 maps) those passes, not the convolutions, take most of a training step. The
-kernels in ``csrc/cpu_kernels.cpp`` do the same arithmetic in one or two passes (float32 arithmetic
-for float32 and bfloat16 storage, statistics summed in float32 blocks and double across them).
+each gradient), and their bfloat16 element-wise kernels reach a few GB/s; oneDNN runs the stem's
+one-channel convolution far from the CPU's peak. The kernels in ``csrc/cpu_kernels.cpp`` do the same
+arithmetic in one or two passes (float32 arithmetic for float32 and bfloat16 storage, statistics
+summed in float32 over cache-sized blocks and merged in double).
 
 They are compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``;
-about 10 s once, then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``),
+about 15 s once, then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``),
 for this CPU's instruction set. Where the build fails the CNN uses PyTorch's layers and the reason is
-logged once; ``train.cpu_kernels=false`` (or ``ASD_CPU_KERNELS=0``) turns them off. Only training
-steps on CPU with channels-last float32 or bfloat16 maps, on one thread (``train.num_threads=1``,
-see :func:`_single_thread`), use them; evaluation, CUDA, several threads and every other layout run
-the plain layers. The results equal the plain layers' to float rounding (tests/unit/test_cpu_kernels.py).
+logged once; ``train.cpu_kernels=false`` (or ``ASD_CPU_KERNELS=0``) turns them off. Only CPU tensors
+on one thread (``train.num_threads=1``, see :func:`_single_thread`) use them: the BatchNorm kernels in
+training only, for channels-last float32 or bfloat16 maps; the spectra, squeeze-excitation of the FFT
+branch and the frames also when embedding. CUDA, several threads and every other layout or dtype run
+the plain layers. The results equal the plain layers' to float rounding and are at least as close to
+float64 (tests/unit/test_cpu_kernels.py).
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ def ops():
         try:
             from torch.utils.cpp_extension import load
 
-            log.info("building the fused CPU kernels (once per machine, about 10 s)")
-            load(f"asd_cpu_kernels_{_cpu_tag()}", [str(SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
+            log.info("building the fused CPU kernels (once per machine, about 15 s)")
+            # -fno-math-errno: sqrt without the errno branch, so its loops vectorise
+            load(f"asd_cpu_kernels_{_cpu_tag()}", [str(SOURCE)],
+                 extra_cflags=["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
                  is_python_module=False, verbose=False)
             _state["ops"] = torch.ops.asd_cpu
         except Exception as err:  # no compiler, no ninja, a read-only cache: the plain layers still work
