@@ -315,6 +315,20 @@ at::Tensor bn_relu_backward(const at::Tensor& grad_relu, const c10::optional<at:
 // maxpool(relu(bn(h))) because both are increasing per channel. `where` holds each maximum's place
 // in its window (0..8, row-major; the first maximum, as PyTorch's max-pool, NaN counting as a maximum).
 
+// One place t of a max-pool window: best, arg <- the running maximum per channel and its place (the
+// first maximum, NaN counting as one, as PyTorch's max-pool).
+template <typename S>
+inline void running_max(const typename S::T* __restrict row, int64_t c, int t, float* __restrict best,
+                        int32_t* __restrict arg) {
+#pragma omp simd
+  for (int64_t j = 0; j < c; ++j) {
+    const float v = S::load(row[j]);
+    const bool take = (v > best[j]) | ((v != v) & (best[j] == best[j]));
+    best[j] = take ? v : best[j];
+    arg[j] = take ? t : arg[j];
+  }
+}
+
 template <typename S, int64_t kC>
 void stem_forward_impl(const at::Tensor& h, double eps, at::Tensor& y, at::Tensor& where, at::Tensor& mean,
                        at::Tensor& invstd, at::Tensor& var) {
@@ -340,16 +354,7 @@ void stem_forward_impl(const at::Tensor& h, double eps, at::Tensor& y, at::Tenso
           best[j] = S::load(first[j]);
           arg[j] = 0;
         }
-        for (int k = 1; k < 9; ++k) {
-          const auto* __restrict row = first + ((k / 3) * W + k % 3) * c;
-#pragma omp simd
-          for (int64_t j = 0; j < c; ++j) {
-            const float v = S::load(row[j]);
-            const bool take = (v > best[j]) | ((v != v) & (best[j] == best[j]));
-            best[j] = take ? v : best[j];
-            arg[j] = take ? k : arg[j];
-          }
-        }
+        for (int k = 1; k < 9; ++k) running_max<S>(first + ((k / 3) * W + k % 3) * c, c, k, best, arg);
         const int64_t o = (bp * PW + pw) * c;
 #pragma omp simd
         for (int64_t j = 0; j < c; ++j) {
@@ -359,6 +364,29 @@ void stem_forward_impl(const at::Tensor& h, double eps, at::Tensor& y, at::Tenso
       }
     }
   });
+}
+
+// The statistics' part of the stem's gradient w.r.t. h (of n positions), a + b * (h - mean) per channel,
+// from the sums of grad_z = grad_y * [y > 0] and grad_z * y over the pooled map:
+// a = grad_mean / n, b = 2 grad_var / n with grad_mean = -invstd sum(grad_z), grad_var = -invstd^2 sum(grad_z y) / 2.
+template <typename S, int64_t kC>
+void stem_grad_terms(const at::Tensor& grad_y, const at::Tensor& y, const at::Tensor& invstd, int64_t n, float* a,
+                     float* b) {
+  const int64_t c = kC > 0 ? kC : y.size(3);
+  const auto* __restrict gy = ptr<S>(grad_y);
+  const auto* __restrict yp = ptr<S>(y);
+  std::vector<double> sum_g, sum_gy;
+  channel_sums<kC>(y.numel() / c, c, [=](int64_t r, int64_t j, float& g, float& q) {
+    const float yv = S::load(yp[r * c + j]);
+    g = yv > 0.f ? S::load(gy[r * c + j]) : 0.f;
+    q = g * yv;
+  }, sum_g, sum_gy);
+  const float* is = invstd.data_ptr<float>();
+  for (int64_t j = 0; j < c; ++j) {
+    const double s = is[j];
+    a[j] = float(-s * sum_g[j] / double(n));
+    b[j] = float(-s * s * sum_gy[j] / double(n));
+  }
 }
 
 // Gradient of the stem w.r.t. h: the statistics' part a + b * h everywhere, plus the pooled gradient
@@ -375,20 +403,8 @@ void stem_backward_impl(const at::Tensor& grad_y, const at::Tensor& h, const at:
   const auto* __restrict wp = where.data_ptr<uint8_t>();
   const float* __restrict m = mean.data_ptr<float>();
   const float* __restrict is = invstd.data_ptr<float>();
-  std::vector<double> sum_g, sum_gy;  // sums of grad_z and grad_z * y over the pooled map
-  channel_sums<kC>(B * PH * PW, c, [=](int64_t r, int64_t j, float& a, float& q) {
-    const float yv = S::load(yp[r * c + j]);
-    const float g = yv > 0.f ? S::load(gy[r * c + j]) : 0.f;
-    a = g;
-    q = g * yv;
-  }, sum_g, sum_gy);
-  std::vector<float> a_v(c), b_v(c);
-  for (int64_t j = 0; j < c; ++j) {  // d/dh of the statistics: grad_mean / n + grad_var * 2 (h - mean) / n
-    const double s = is[j];
-    const double grad_mean = -s * sum_g[j], grad_var = -0.5 * s * s * sum_gy[j];
-    b_v[j] = float(2.0 * grad_var / double(n));
-    a_v[j] = float(grad_mean / double(n));  // the gradient is a + b * (h - mean)
-  }
+  std::vector<float> a_v(c), b_v(c);  // the gradient is a + b * (h - mean) plus the pooled part
+  stem_grad_terms<S, kC>(grad_y, y, invstd, n, a_v.data(), b_v.data());
   const float* __restrict ca = a_v.data();
   const float* __restrict cb = b_v.data();
   const auto* __restrict hp = ptr<S>(h);
@@ -481,13 +497,7 @@ void pool_forward_impl(const at::Tensor& x, at::Tensor& y, at::Tensor& where) {
           first = false;
           continue;
         }
-#pragma omp simd
-        for (int64_t j = 0; j < c; ++j) {
-          const float v = S::load(row[j]);
-          const bool take = (v > best[j]) | ((v != v) & (best[j] == best[j]));
-          best[j] = take ? v : best[j];
-          arg[j] = take ? t : arg[j];
-        }
+        running_max<S>(row, c, t, best, arg);
       }
       const int64_t o = (bp * PW + pw) * c;
 #pragma omp simd
@@ -706,19 +716,9 @@ kBroadcastLoads void stem_conv_backward_impl(const at::Tensor& grad_y, const at:
   const auto* __restrict yp = ptr<S>(y);
   const auto* __restrict wp = where.data_ptr<uint8_t>();
   const float* __restrict is = invstd.data_ptr<float>();
-  std::vector<double> sum_g, sum_gy;  // as in stem_backward_impl
-  channel_sums<kStemC>(B * PH * PW, kStemC, [=](int64_t r, int64_t j, float& a, float& q) {
-    const float yv = S::load(yp[r * kStemC + j]);
-    const float g = yv > 0.f ? S::load(gy[r * kStemC + j]) : 0.f;
-    a = g;
-    q = g * yv;
-  }, sum_g, sum_gy);
-  v16 ca, cb;  // the statistics' part of the gradient w.r.t. h: ca + cb * (h - mean)
-  for (int j = 0; j < kStemC; ++j) {
-    const double s = is[j];
-    ca[j] = float(-s * sum_g[j] / double(n));
-    cb[j] = float(-s * s * sum_gy[j] / double(n));
-  }
+  float a[kStemC], b[kStemC];  // the statistics' part of the gradient w.r.t. h: ca + cb * (h - mean)
+  stem_grad_terms<S, kStemC>(grad_y, y, invstd, n, a, b);
+  const v16 ca = vload(a), cb = vload(b);
   const v16 mv = vload(mean.data_ptr<float>()), sv = vload(is);
   const std::vector<v16> taps = stem_taps(w);
   std::vector<float> plane_v(size_t(OH) * OW * kStemC);
@@ -1008,11 +1008,11 @@ inline float excited(const typename S::T v) {
   return kRelu ? relu(S::load(v)) : S::load(v);
 }
 
-template <typename S, int64_t kC, bool kRelu>
-void excite_mean_impl(const at::Tensor& x, at::Tensor& mean) {
-  const int64_t B = x.size(0), P = x.size(1), c = kC > 0 ? kC : x.size(2);
-  const auto* __restrict xp = ptr<S>(x);
-  float* __restrict mp = mean.data_ptr<float>();
+// out[b * c + j] = scale * (sum over positions p of term((b * P + p) * c + j)): float32 within blocks of
+// kBlock positions, double across them.
+template <int64_t kC, typename Term>
+void sample_sums(int64_t B, int64_t P, int64_t c_run, double scale, Term term, float* __restrict out) {
+  const int64_t c = kC > 0 ? kC : c_run;
   std::vector<float> block_v(c);
   std::vector<double> total_v(c);
   float* __restrict block = block_v.data();
@@ -1022,14 +1022,21 @@ void excite_mean_impl(const at::Tensor& x, at::Tensor& mean) {
       std::fill(block, block + c, 0.f);
       const int64_t stop = std::min(P, p0 + kBlock);
       for (int64_t p = p0; p < stop; ++p) {
-        const auto* __restrict row = xp + (b * P + p) * c;
+        const int64_t i = (b * P + p) * c;
 #pragma omp simd
-        for (int64_t j = 0; j < c; ++j) block[j] += excited<S, kRelu>(row[j]);
+        for (int64_t j = 0; j < c; ++j) block[j] += term(i + j);
       }
       for (int64_t j = 0; j < c; ++j) total_v[j] += block[j];
     }
-    for (int64_t j = 0; j < c; ++j) mp[b * c + j] = float(total_v[j] / double(P));
+    for (int64_t j = 0; j < c; ++j) out[b * c + j] = float(total_v[j] * scale);
   }
+}
+
+template <typename S, int64_t kC, bool kRelu>
+void excite_mean_impl(const at::Tensor& x, at::Tensor& mean) {
+  const auto* __restrict xp = ptr<S>(x);
+  sample_sums<kC>(x.size(0), x.size(1), x.size(2), 1.0 / double(x.size(1)),
+                  [=](int64_t i) { return excited<S, kRelu>(xp[i]); }, mean.data_ptr<float>());
 }
 
 template <typename S, int64_t kC, bool kRelu>
@@ -1054,27 +1061,10 @@ void excite_apply_impl(const at::Tensor& x, const at::Tensor& w, const at::Tenso
 
 template <typename S, int64_t kC, bool kRelu>
 void excite_grad_gate_impl(const at::Tensor& g, const at::Tensor& x, at::Tensor& grad_w) {
-  const int64_t B = x.size(0), P = x.size(1), c = kC > 0 ? kC : x.size(2);
   const auto* __restrict xp = ptr<S>(x);
   const auto* __restrict gp = ptr<S>(g);
-  float* __restrict gw = grad_w.data_ptr<float>();
-  std::vector<float> block_v(c);
-  std::vector<double> total_v(c);
-  float* __restrict block = block_v.data();
-  for (int64_t b = 0; b < B; ++b) {
-    std::fill(total_v.begin(), total_v.end(), 0.0);
-    for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
-      std::fill(block, block + c, 0.f);
-      const int64_t stop = std::min(P, p0 + kBlock);
-      for (int64_t p = p0; p < stop; ++p) {
-        const int64_t i = (b * P + p) * c;
-#pragma omp simd
-        for (int64_t j = 0; j < c; ++j) block[j] += S::load(gp[i + j]) * excited<S, kRelu>(xp[i + j]);
-      }
-      for (int64_t j = 0; j < c; ++j) total_v[j] += block[j];
-    }
-    for (int64_t j = 0; j < c; ++j) gw[b * c + j] = float(total_v[j]);
-  }
+  sample_sums<kC>(x.size(0), x.size(1), x.size(2), 1.0,
+                  [=](int64_t i) { return S::load(gp[i]) * excited<S, kRelu>(xp[i]); }, grad_w.data_ptr<float>());
 }
 
 template <typename S, int64_t kC, bool kRelu>
