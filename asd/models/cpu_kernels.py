@@ -78,6 +78,18 @@ def _single_thread() -> bool:
     return torch.get_num_threads() == 1
 
 
+def _available() -> bool:
+    """The kernels are wanted (``train.cpu_kernels``), this is one thread and they are built: every check's part."""
+    return _state["wanted"] and _single_thread() and ops() is not None
+
+
+def _pool_is(pool: nn.MaxPool2d, padding: int) -> bool:
+    """Whether ``pool`` is the 3 x 3, stride-2 max-pool with ``padding`` that the kernels implement."""
+    return (pool.kernel_size in (3, (3, 3)) and pool.stride in (2, (2, 2))
+            and pool.padding in (padding, (padding, padding)) and pool.dilation in (1, (1, 1))
+            and not pool.ceil_mode and not pool.return_indices)
+
+
 def applies(x: torch.Tensor, norm: nn.BatchNorm2d) -> bool:
     """Whether a training-mode ``norm`` (no affine parameters) on ``x`` runs on the fused kernels."""
     return norm.training and not norm.affine and maps_apply(x)
@@ -166,9 +178,7 @@ class _Stem(torch.autograd.Function):
 
 def stem_applies(h: torch.Tensor, norm: nn.BatchNorm2d, pool: nn.MaxPool2d) -> bool:
     """Whether the stem's ``relu(pool(norm(h)))`` runs on the fused kernel (3 x 3 max-pool, stride 2, no padding)."""
-    return (applies(h, norm) and pool.kernel_size in (3, (3, 3)) and pool.stride in (2, (2, 2))
-            and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
-            and h.shape[2] >= 3 and h.shape[3] >= 3)
+    return applies(h, norm) and _pool_is(pool, 0) and h.shape[2] >= 3 and h.shape[3] >= 3
 
 
 def stem(h: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
@@ -195,9 +205,7 @@ class _Pool(torch.autograd.Function):
 
 def pool_applies(x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
     """Whether ``pool`` (3 x 3, stride 2, padding 1: the downsampling shortcut's) on ``x`` runs on the kernel."""
-    return (maps_apply(x) and pool.kernel_size in (3, (3, 3)) and pool.stride in (2, (2, 2))
-            and pool.padding in (1, (1, 1)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
-            and not pool.return_indices)
+    return maps_apply(x) and _pool_is(pool, 1)
 
 
 def max_pool(x: torch.Tensor) -> torch.Tensor:
@@ -232,13 +240,12 @@ def stem_conv_applies(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d, po
     ``(B, 1, H, W)`` input that needs no gradient (the spectrum), H, W >= 11; float32 training or
     bfloat16 autocast.
     """
-    return (_state["wanted"] and x.device.type == "cpu" and x.dim() == 4 and x.shape[1] == 1
+    return (x.device.type == "cpu" and x.dim() == 4 and x.shape[1] == 1
             and x.dtype == torch.float32 and not x.requires_grad and x.shape[2] >= 11 and x.shape[3] >= 11
             and tuple(conv.weight.shape) == (16, 1, 7, 7) and conv.bias is None and conv.stride == (2, 2)
             and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
             and _autocast_dtype() in (None, torch.bfloat16) and norm.training and not norm.affine
-            and pool.kernel_size in (3, (3, 3)) and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
-            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and _single_thread() and ops() is not None)
+            and _pool_is(pool, 0) and _available())
 
 
 def _autocast_dtype() -> torch.dtype | None:
@@ -261,15 +268,14 @@ def stem_conv(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> torch.T
 
 def spectra_apply(spec: torch.Tensor) -> bool:
     """Whether a complex64 CPU spectrum that needs no gradient (an rFFT of the clips) takes the fused kernels."""
-    return (_state["wanted"] and spec.device.type == "cpu" and spec.dtype == torch.complex64 and spec.is_contiguous()
-            and not spec.requires_grad and _single_thread() and ops() is not None)
+    return (spec.device.type == "cpu" and spec.dtype == torch.complex64 and spec.is_contiguous()
+            and not spec.requires_grad and _available())
 
 
 def rows_apply(x: torch.Tensor) -> bool:
     """Whether a float32 CPU ``(B, L)`` batch that needs no gradient (clips, spectra) takes the fused kernels
     (:func:`frames`, :func:`unfold_rows`, :func:`mixup`)."""
-    return (_state["wanted"] and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
-            and not x.requires_grad and _single_thread() and ops() is not None)
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2 and not x.requires_grad and _available()
 
 
 def frames(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, reflect: bool) -> torch.Tensor:
@@ -355,9 +361,9 @@ def excite_applies(x: torch.Tensor, module: nn.Module, *more: torch.Tensor) -> b
         return False
     if x.dim() == 4:
         return maps_apply(x, *more)
-    return (_state["wanted"] and x.device.type == "cpu" and x.dim() == 3 and x.dtype in (torch.float32, torch.bfloat16)
+    return (x.device.type == "cpu" and x.dim() == 3 and x.dtype in (torch.float32, torch.bfloat16)
             and all(t.shape == x.shape and t.dtype == x.dtype and t.is_contiguous() for t in (x, *more))
-            and _single_thread() and ops() is not None)
+            and _available())
 
 
 def excite(x: torch.Tensor, module: nn.Module, shortcut: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
@@ -380,7 +386,7 @@ def excite(x: torch.Tensor, module: nn.Module, shortcut: torch.Tensor | None = N
 def maps_apply(*maps: torch.Tensor) -> bool:
     """Whether channels-last CPU maps of one shape and dtype (float32 or bfloat16) can take the fused kernels."""
     x = maps[0]
-    return (_state["wanted"] and x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16)
+    return (x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16)
             and all(m.shape == x.shape and m.dtype == x.dtype and m.device == x.device
                     and m.is_contiguous(memory_format=torch.channels_last) for m in maps)
-            and _single_thread() and ops() is not None)
+            and _available())
